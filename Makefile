@@ -1,0 +1,33 @@
+# chat-notifier. `make run` and `make test` work on a fresh clone: they create .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit bench replay-demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/chat-notifier run
+
+replay-demo: $(STAMP)
+	$(BIN)/chat-notifier replay --input processors/demo/scenario.jsonl --output var/replay-demo.jsonl
+
+lint: $(STAMP)
+	$(BIN)/ruff check processors tests bench
+	$(BIN)/ruff format --check processors tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

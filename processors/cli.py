@@ -1,0 +1,50 @@
+"""The ``chat-notifier`` command line.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; the module is imported only when its subcommand runs, so
+``chat-notifier replay`` never pays for importing Faust or the channel libraries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("processors.replay", "run the core over recorded events, sending nothing"),
+    "explain": ("processors.explain", "why did (or didn't) a user get a notification"),
+    "worker": ("processors.live.worker", "run the conversation and decision agents"),
+    "senders": ("processors.senders.worker", "run channel sender agents"),
+    "demo": ("processors.live.demo", "publish demo chat traffic"),
+    "run": ("processors.live.embedded", "embedded default: broker, worker, senders, demo"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chat-notifier", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv else None
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == wanted:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    run = getattr(args, "_run", None)
+    if run is None:  # pragma: no cover - argparse already rejected it
+        parser.error(f"unknown command {args.command!r}")
+    return int(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The one typed settings object. Nothing else in the package reads ``os.environ``.
+
+Values come from environment variables (and a ``.env`` file), validated at start.
+Secrets are ``SecretStr`` so they never print. Nested sections use ``__`` in the
+variable name, e.g. ``EMAIL__BACKEND=ses``; the most common ones also have the flat
+names the design card uses (``KAFKA_BROKER_URL``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmailSettings(BaseModel):
+    """Email channel: ``outbox`` (files), ``ses`` (boto3 SESv2) or ``smtp``."""
+
+    backend: Literal["outbox", "ses", "smtp"] = "outbox"
+    ses_region: str = "us-east-1"
+    ses_endpoint_url: str | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    rate_per_second: float = 14.0  # SES default sending rate
+
+
+class SmsSettings(BaseModel):
+    backend: Literal["outbox", "twilio"] = "outbox"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_base_url: str | None = None  # only for local stand-ins
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    max_segments: int = 2
+    rate_per_second: float = 1.0
+
+
+class PushSettings(BaseModel):
+    backend: Literal["outbox", "fcm"] = "outbox"
+    fcm_project_id: str | None = None
+    fcm_credentials_file: Path | None = None
+    fcm_url: str | None = None  # only for local stand-ins
+    rate_per_second: float = 500.0
+
+
+class BrowserSettings(BaseModel):
+    backend: Literal["outbox", "webpush"] = "outbox"
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str = "mailto:notifications@chat.example"
+    ttl_seconds: int = 3600
+    rate_per_second: float = 500.0
+
+
+class ReplySettings(BaseModel):
+    """Reply-by-email tokens (DESIGN §7). Keys are ``id:secret`` pairs; the first signs."""
+
+    token_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("k1:dev-only-reply-token-key-change-me")]
+    )
+    token_ttl_days: int = 30
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    kafka_broker_url: str | None = Field(
+        default=None, description="e.g. kafka://broker:9092; unset means the embedded broker"
+    )
+    topic_prefix: str = ""
+    conversation_partitions: int = 4  # chat.messages / chat.typing / chat.conversations
+    user_partitions: int = 4  # chat.presence / chat.users / notify.candidates
+    channel_partitions: int = 4  # notify.<channel>
+    replication_factor: int = 1
+    store: str = "rocksdb://"
+    data_dir: Path = Path("var/data")
+    outbox_dir: Path = Path("var/outbox")
+    web_port: int = 6066
+    schema_registry_url: str | None = None
+    log_level: str = "INFO"
+
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+    push: PushSettings = Field(default_factory=PushSettings)
+    browser: BrowserSettings = Field(default_factory=BrowserSettings)
+    reply: ReplySettings = Field(default_factory=ReplySettings)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; ``overrides`` win over the environment (tests use them)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
