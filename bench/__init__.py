@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``). Each module has ``main() -> None`` and prints its figures."""
