@@ -1,0 +1,158 @@
+"""Faust wiring in one place: the app, its topics and its codecs.
+
+Every agent module builds on :func:`create_app` and declares its topics through
+:func:`raw_topic` (input topics: bytes in, decoded by :mod:`processors.codec` inside the
+agent so that a bad record can be dead-lettered instead of crashing the stream) or
+:func:`record_topic` (output topics: dicts in, encoded by a registered Avro codec).
+
+Faust knobs that matter on the local broker (see ``shared/notes/faust-on-tansu.md``):
+no exactly-once (at-least-once with deterministic ids instead), a short session timeout
+so a new group joins quickly, and topics created by :mod:`processors.live.broker` with
+their configs before Faust declares them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.serializers import codecs
+
+from processors import topics as t
+from processors.settings import Settings
+
+#: Settings each app was built with, so topic helpers know prefix and partition counts.
+_APP_SETTINGS: dict[int, Settings] = {}
+
+
+def app_settings(app: faust.App) -> Settings:
+    """The :class:`Settings` ``app`` was created with (raises for foreign apps)."""
+    try:
+        return _APP_SETTINGS[id(app)]
+    except KeyError:
+        raise LookupError("app was not built by processors.app.create_app") from None
+
+
+def partitions_for(settings: Settings, name: str) -> int:
+    """Partition count of topic ``name`` (unprefixed) under ``settings`` (DESIGN §2)."""
+    spec = t.TOPICS.get(name)
+    group = spec.group if spec is not None else "single"
+    if group == "conversation":
+        return settings.conversation_partitions
+    if group == "user":
+        return settings.user_partitions
+    if group == "channel":
+        return settings.channel_partitions
+    return 1
+
+
+def broker_urls(settings: Settings) -> str:
+    """The Faust broker URL; raises when unset (the embedded broker sets it first)."""
+    url = settings.kafka_broker_url
+    if not url:
+        raise ValueError(
+            "KAFKA_BROKER_URL is not set; use `chat-notifier run` for the embedded broker"
+        )
+    return url if "://" in url else f"kafka://{url}"
+
+
+def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.App:
+    """Build a Faust app for ``settings``; ``overrides`` are Faust settings that win.
+
+    Defaults: store from ``settings.store`` (``rocksdb://`` in production, ``memory://``
+    in tests), at-least-once, session timeout 10 s (a new group joins in ~5 s), web
+    server on ``settings.web_port``, topics not auto-declared with default configs
+    (``chat-notifier`` creates them with retention/cleanup configs first).
+    """
+    _register_codecs()
+    conf: dict[str, Any] = {
+        "broker": broker_urls(settings),
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.conversation_partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "topic_disable_leader": True,
+        "web_port": settings.web_port,
+        "web_host": "127.0.0.1",
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_rebalance_timeout": 10.0,
+        "producer_acks": 1,
+        "producer_linger": 0.005,
+        "processing_guarantee": "at_least_once",
+        "table_standby_replicas": 0,
+    }
+    conf.update(overrides)
+    app = faust.App(app_id, **conf)
+    _APP_SETTINGS[id(app)] = settings
+    return app
+
+
+def raw_topic(app: faust.App, name: str) -> faust.TopicT:
+    """Topic ``name`` (unprefixed, e.g. ``"chat.messages"``) carrying raw bytes.
+
+    Keys and values reach the agent undecoded; decoding belongs to the agent so a bad
+    record becomes a DeadLetter rather than a Faust deserialisation error.
+    """
+    settings = app_settings(app)
+    return app.topic(
+        settings.topic_prefix + name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions_for(settings, name),
+        internal=False,
+    )
+
+
+def record_topic(app: faust.App, name: str) -> faust.TopicT:
+    """Output topic ``name`` whose values are JSON-form dicts of its Avro record.
+
+    Values are encoded with the registered ``avro:<Record>`` codec (Avro single-object,
+    DESIGN §3); keys are UTF-8 strings.
+    """
+    settings = app_settings(app)
+    spec = t.TOPICS[name]
+    if spec.record is None:
+        return raw_topic(app, name)
+    return app.topic(
+        settings.topic_prefix + name,
+        key_type=str,
+        key_serializer="raw",
+        value_serializer=f"avro:{spec.record}",
+        partitions=partitions_for(settings, name),
+        internal=False,
+    )
+
+
+class AvroRecordCodec(codecs.Codec):
+    """Faust codec for one record type: Avro single-object out, any wire format in."""
+
+    def __init__(self, record: str, **kwargs: Any) -> None:
+        super().__init__(record=record, **kwargs)
+        self.record = record
+
+    def _dumps(self, obj: Any) -> bytes:
+        from processors import codec
+
+        data: bytes = codec.encode(self.record, obj)
+        return data
+
+    def _loads(self, s: bytes) -> Any:
+        from processors import codec
+
+        return codec.decode(self.record, s)
+
+
+_REGISTERED = False
+
+
+def _register_codecs() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    for record in {s.record for s in t.TOPICS.values() if s.record is not None}:
+        codecs.register(f"avro:{record}", AvroRecordCodec(record))
+    _REGISTERED = True
