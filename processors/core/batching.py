@@ -1,0 +1,267 @@
+"""Per-conversation batching (DESIGN §4): group messages until everyone stopped typing.
+
+One :class:`ConversationBatch` per conversation holds the pending batch, who is typing,
+and a small window of recent message ids for de-duplication. It knows nothing about
+clocks: callers ask :meth:`ConversationBatch.deadline` when the batch must close and
+call :meth:`ConversationBatch.close` once their clock (the worker's wall clock, or the
+event-time clock of ``replay``) has reached it. The deadline is a pure function of the
+state and the settings, so the same events always close at the same ``closed_at``.
+
+Rules, with the choices the design left open:
+
+* A message ends its sender's typing at the message's event time.
+* The batch opens at the first typing start or message after the previous close. An
+  opening that never got a message is abandoned once nobody has typed for the
+  inactivity period, so a typist who gave up at 09:00 does not make a 17:00 batch
+  look eight hours old.
+* The batch closes at ``max(last message, last typing stop) + inactivity``, where a
+  typist who is still typing stops at their last refresh + ``typing_ttl``; or at
+  ``first message + max_batch``, whichever is earlier (ties go to ``inactivity``).
+* A message whose event time precedes the last close joins the next batch; for timing
+  it counts as arriving at that close, so it cannot make the next batch close in the
+  past.
+* A typing event older than the one held for that user is ignored; so is a typing
+  event older than the last close from a user with nothing held (their entry was
+  pruned at the close, and a stale indicator must not reopen a batch).
+* Duplicates: a message id in the pending batch or among the last ``RECENT_IDS``
+  flushed ids is ignored. The window is kept as 64-bit digests to bound the state.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from bisect import insort
+from collections.abc import Mapping
+from typing import Any
+
+from processors.core.ids import flush_id
+from processors.core.settings import CoreSettings
+
+# How many flushed message ids a conversation remembers for de-duplication.
+# Producers retry within seconds; 32 covers a retried burst of a busy conversation
+# and keeps the serialised window at 344 bytes.
+RECENT_IDS = 32
+
+USER_MESSAGE = "UserMessage"
+
+
+def _digest(message_id: str) -> int:
+    # A stable digest (Python's hash() is salted per process, and this survives restarts).
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little")
+
+
+def _ts_key(message: Mapping[str, Any]) -> int:
+    return int(message["ts"])
+
+
+class ConversationBatch:
+    """The batching state of one conversation. Serialise with :meth:`to_dict`."""
+
+    __slots__ = (
+        "conversation_id",
+        "pending",
+        "pending_ids",
+        "opened_at",
+        "first_at",
+        "last_message_at",
+        "last_close",
+        "typing",
+        "recent",
+    )
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        self.pending: list[dict[str, Any]] = []  # user messages, in event-time order
+        self.pending_ids: set[str] = set()
+        self.opened_at: int | None = None
+        self.first_at = 0  # effective time of the earliest pending message
+        self.last_message_at = 0  # effective time of the latest pending message
+        self.last_close = 0  # closed_at of the previous flush
+        self.typing: dict[str, list[Any]] = {}  # user_id -> [ts of last event, typing]
+        self.recent: list[int] = []  # digests of recently flushed message ids, oldest first
+
+    # -- events ---------------------------------------------------------------------
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def add_message(self, message: Mapping[str, Any], cfg: CoreSettings) -> bool:
+        """Apply a MessageEvent; True if it joined the pending batch.
+
+        System messages and duplicates return False and change nothing.
+        """
+        if message["type"] != USER_MESSAGE:
+            return False  # system messages never open, extend or join a batch
+        message_id = message["message_id"]
+        if message_id in self.pending_ids or (self.recent and _digest(message_id) in self.recent):
+            return False
+        ts = int(message["ts"])
+        effective = ts if ts > self.last_close else self.last_close
+        if not self.pending:
+            self._abandon_stale_opening(effective, cfg)
+            if self.opened_at is None or self.opened_at > effective:
+                self.opened_at = effective
+            self.first_at = effective
+            self.last_message_at = effective
+        else:
+            if effective < self.first_at:
+                self.first_at = effective
+            if effective > self.last_message_at:
+                self.last_message_at = effective
+        sender = message.get("sender_id")
+        if sender is not None:
+            held = self.typing.get(sender)
+            if held is None or held[0] <= ts:
+                self.typing[sender] = [ts, False]
+        record = dict(message)
+        if self.pending and ts < int(self.pending[-1]["ts"]):
+            insort(self.pending, record, key=_ts_key)
+        else:
+            self.pending.append(record)
+        self.pending_ids.add(message_id)
+        return True
+
+    def apply_typing(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
+        """Apply a TypingEvent; True if the state changed."""
+        user = event["user_id"]
+        ts = int(event["ts"])
+        typing = bool(event["typing"])
+        held = self.typing.get(user)
+        if held is None:
+            if ts < self.last_close:
+                return False
+        elif ts < held[0]:
+            return False  # older than what we hold for this user
+        if typing and not self.pending:
+            self._abandon_stale_opening(ts, cfg)
+            if self.opened_at is None:
+                self.opened_at = ts
+        if held is None:
+            self.typing[user] = [ts, typing]
+        else:
+            held[0] = ts
+            held[1] = typing
+        return True
+
+    def _abandon_stale_opening(self, now: int, cfg: CoreSettings) -> None:
+        if self.opened_at is None:
+            return
+        if self._activity_end(cfg) + cfg.inactivity_ms <= now:
+            self.opened_at = None
+
+    # -- time -----------------------------------------------------------------------
+
+    def _activity_end(self, cfg: CoreSettings) -> int:
+        """The later of the last message and the last typing stop (projected for typists)."""
+        end = self.last_message_at
+        ttl = cfg.typing_ttl_ms
+        for ts, typing in self.typing.values():
+            stop = ts + ttl if typing else ts
+            if stop > end:
+                end = stop
+        return end
+
+    def deadline(self, cfg: CoreSettings) -> int | None:
+        """When this batch closes, or None while it holds no message.
+
+        Anyone still typing stops at most at their last refresh + ``typing_ttl``, so
+        the inactivity deadline already lies after every current typist; only a
+        newer event can move it.
+        """
+        if not self.pending:
+            return None
+        inactive = self._activity_end(cfg) + cfg.inactivity_ms
+        cap = self.first_at + cfg.max_batch_ms
+        return inactive if inactive <= cap else cap
+
+    def is_typing(self, user_id: str, now: int, cfg: CoreSettings) -> bool:
+        held = self.typing.get(user_id)
+        return held is not None and bool(held[1]) and now < held[0] + cfg.typing_ttl_ms
+
+    def close(self, cfg: CoreSettings) -> dict[str, Any]:
+        """Close the pending batch at its deadline; return the Flush record.
+
+        Callers close only once their clock has reached :meth:`deadline`.
+        """
+        if not self.pending:
+            raise ValueError(f"conversation {self.conversation_id}: no pending batch to close")
+        inactive = self._activity_end(cfg) + cfg.inactivity_ms
+        cap = self.first_at + cfg.max_batch_ms
+        closed_at, cause = (inactive, "inactivity") if inactive <= cap else (cap, "max_batch")
+        messages = self.pending
+        opened_at = self.opened_at if self.opened_at is not None else self.first_at
+        flush = {
+            "flush_id": flush_id(self.conversation_id, messages[0]["message_id"]),
+            "conversation_id": self.conversation_id,
+            "message_ids": [m["message_id"] for m in messages],
+            "messages": messages,
+            "opened_at": min(opened_at, self.first_at),
+            "closed_at": closed_at,
+            "cause": cause,
+        }
+        recent = self.recent
+        recent.extend(_digest(m["message_id"]) for m in messages)
+        if len(recent) > RECENT_IDS:
+            del recent[: len(recent) - RECENT_IDS]
+        self.pending = []
+        self.pending_ids = set()
+        self.last_close = closed_at
+        self.first_at = self.last_message_at = 0
+        ttl = cfg.typing_ttl_ms
+        # Keep only typists still typing at the close; they hold the next batch open.
+        self.typing = {u: h for u, h in self.typing.items() if h[1] and closed_at < h[0] + ttl}
+        self.opened_at = closed_at if self.typing else None
+        return flush
+
+    # -- state ----------------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        """Nothing worth keeping but the de-duplication window."""
+        return not self.pending and not self.typing and self.opened_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A compact, JSON-safe snapshot (what the worker's table stores)."""
+        data: dict[str, Any] = {"c": self.conversation_id, "lc": self.last_close}
+        if self.pending:
+            data["p"] = self.pending
+            data["fa"] = self.first_at
+            data["lm"] = self.last_message_at
+        if self.opened_at is not None:
+            data["o"] = self.opened_at
+        if self.typing:
+            data["t"] = {u: [h[0], 1 if h[1] else 0] for u, h in self.typing.items()}
+        if self.recent:
+            packed = struct.pack(f"<{len(self.recent)}Q", *self.recent)
+            data["r"] = base64.b64encode(packed).decode("ascii")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConversationBatch:
+        batch = cls(data["c"])
+        batch.last_close = int(data.get("lc", 0))
+        batch.pending = [dict(m) for m in data.get("p", ())]
+        batch.pending_ids = {m["message_id"] for m in batch.pending}
+        batch.first_at = int(data.get("fa", 0))
+        batch.last_message_at = int(data.get("lm", 0))
+        opened = data.get("o")
+        batch.opened_at = None if opened is None else int(opened)
+        batch.typing = {u: [int(h[0]), bool(h[1])] for u, h in data.get("t", {}).items()}
+        packed = base64.b64decode(data["r"]) if data.get("r") else b""
+        batch.recent = list(struct.unpack(f"<{len(packed) // 8}Q", packed))
+        return batch
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConversationBatch):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ConversationBatch({self.conversation_id!r}, pending={len(self.pending)}, "
+            f"typing={len(self.typing)}, opened_at={self.opened_at})"
+        )

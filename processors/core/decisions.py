@@ -1,0 +1,204 @@
+"""Who is notified, and on which channel (DESIGN §5).
+
+:func:`fan_out` turns a Flush into one Candidate per participant (the repartition
+step: candidates are keyed by recipient so the decision is a local lookup of the
+user's record and presence). :func:`decide` applies the checks to one Candidate and
+returns the Decision records (every outcome, send or skip, with its reason) and the
+Delivery records for the channels that send.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from processors.core.ids import decision_id, delivery_id
+from processors.core.presence import Presence
+from processors.topics import CHANNELS
+
+Decided = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+class Reason(StrEnum):
+    UNKNOWN_CONVERSATION = "UNKNOWN_CONVERSATION"
+    OWN_MESSAGES = "OWN_MESSAGES"
+    PARTICIPANT_MUTED = "PARTICIPANT_MUTED"
+    NOT_MENTIONED = "NOT_MENTIONED"
+    UNKNOWN_USER = "UNKNOWN_USER"
+    NO_ROLE = "NO_ROLE"
+    UNKNOWN_ROLE = "UNKNOWN_ROLE"
+    VIEWING = "VIEWING"
+    CHANNEL_DISABLED = "CHANNEL_DISABLED"
+    NO_ADDRESS = "NO_ADDRESS"
+    READ_ONLY = "READ_ONLY"  # reply-by-email from a Read participant (DESIGN §7)
+
+
+def _decision(
+    candidate: Mapping[str, Any],
+    recipient_id: str | None,
+    channel: str | None,
+    reason: Reason | None,
+    presence: Presence | None,
+    now: int,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    fid = candidate["flush_id"]
+    send = reason is None
+    return {
+        "decision_id": decision_id(fid, recipient_id, channel),
+        "flush_id": fid,
+        "conversation_id": candidate["conversation_id"],
+        "recipient_id": recipient_id,
+        "channel": channel,
+        "outcome": "send" if send else "skip",
+        "reason": None if send else str(reason),
+        "presence": None if presence is None else str(presence),
+        "detail": detail,
+        "delivery_id": delivery_id(fid, recipient_id, channel)
+        if send and recipient_id and channel
+        else None,
+        "ts": now,
+    }
+
+
+def fan_out(
+    flush: Mapping[str, Any], conversation: Mapping[str, Any] | None, now: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One Candidate per participant; or, with no Conversation snapshot, one skip Decision.
+
+    The UNKNOWN_CONVERSATION decision has no recipient (nobody is known); it is keyed
+    by the conversation id downstream.
+    """
+    if conversation is None:
+        detail = f"no Conversation snapshot for {flush['conversation_id']!r} yet"
+        skip = _decision(flush, None, None, Reason.UNKNOWN_CONVERSATION, None, now, detail)
+        return [], [skip]
+    participants: Sequence[Mapping[str, Any]] = conversation.get("participants") or ()
+    sender_names = {p["user_id"]: p["name"] for p in participants if p.get("name")}
+    candidates = [
+        {
+            "flush_id": flush["flush_id"],
+            "conversation_id": flush["conversation_id"],
+            "recipient_id": p["user_id"],
+            "access": p.get("access", "ReadWrite"),
+            "notify": p.get("notify", "All"),
+            "subject": conversation.get("subject"),
+            "messages": flush["messages"],
+            "sender_names": sender_names,
+            "opened_at": flush["opened_at"],
+            "closed_at": flush["closed_at"],
+        }
+        for p in participants
+    ]
+    return candidates, []
+
+
+def _role_hint(role: str, roles: Mapping[str, Any]) -> str:
+    folded = [name for name in roles if name.casefold() == role.casefold()]
+    near = folded or difflib.get_close_matches(role, list(roles), n=1, cutoff=0.6)
+    if near:
+        return f"role {role!r} is not defined; did you mean {near[0]!r}?"
+    known = ", ".join(sorted(roles)) or "none"
+    return f"role {role!r} is not defined (defined roles: {known})"
+
+
+def _address(user: Mapping[str, Any], channel: str) -> dict[str, Any] | None:
+    """The contact point for ``channel``, as Delivery fields; None when there is none."""
+    if channel == "email":
+        return {"email": user["email"]} if user.get("email") else None
+    if channel == "sms":
+        return {"phone": user["phone"]} if user.get("phone") else None
+    if channel == "push":
+        tokens = [t for t in user.get("push_tokens") or () if t]
+        return {"push_tokens": tokens} if tokens else None
+    subscriptions = [s for s in user.get("browser_subscriptions") or () if s.get("endpoint")]
+    return {"browser_subscriptions": subscriptions} if subscriptions else None
+
+
+def decide(
+    candidate: Mapping[str, Any],
+    user: Mapping[str, Any] | None,
+    roles: Mapping[str, Mapping[str, Any]],
+    presence: Presence,
+    now: int,
+) -> Decided:
+    """Decide for one recipient of one flush: (Decision records, Delivery records).
+
+    The checks run in the order of DESIGN §5, which is also the order of salience for
+    someone asking "why no notification?": facts about the conversation first (their
+    own messages, their per-conversation setting), then facts about the user's account
+    (unknown, no role, misspelt role), then the moment (viewing), then per channel.
+    A recipient-level skip yields one Decision with channel null; otherwise there is
+    one Decision per channel.
+    """
+    rid: str = candidate["recipient_id"]
+    others = [m for m in candidate["messages"] if m.get("sender_id") != rid]
+
+    def skip(reason: Reason, detail: str | None = None, seen: Presence | None = None) -> Decided:
+        return [_decision(candidate, rid, None, reason, seen, now, detail)], []
+
+    if not others:
+        return skip(Reason.OWN_MESSAGES)
+    notify = candidate.get("notify", "All")
+    if notify == "Off":
+        return skip(Reason.PARTICIPANT_MUTED)
+    if notify == "MentionsOnly" and not any(rid in (m.get("mentions") or ()) for m in others):
+        return skip(Reason.NOT_MENTIONED)
+    if user is None:
+        return skip(Reason.UNKNOWN_USER)
+    role_name = user.get("role")
+    if not role_name:
+        return skip(Reason.NO_ROLE)
+    role = roles.get(role_name)
+    if role is None:
+        return skip(Reason.UNKNOWN_ROLE, _role_hint(role_name, roles))
+    if presence is Presence.VIEWING:
+        return skip(Reason.VIEWING, None, presence)
+
+    decisions: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
+    names: Mapping[str, str] = candidate.get("sender_names") or {}
+    for channel in CHANNELS:
+        if not role.get(channel):
+            decisions.append(
+                _decision(candidate, rid, channel, Reason.CHANNEL_DISABLED, presence, now)
+            )
+            continue
+        address = _address(user, channel)
+        if address is None:
+            decisions.append(_decision(candidate, rid, channel, Reason.NO_ADDRESS, presence, now))
+            continue
+        decision = _decision(candidate, rid, channel, None, presence, now)
+        decisions.append(decision)
+        deliveries.append(
+            {
+                "delivery_id": decision["delivery_id"],
+                "flush_id": candidate["flush_id"],
+                "conversation_id": candidate["conversation_id"],
+                "recipient_id": rid,
+                "recipient_name": user.get("name"),
+                "locale": user.get("locale") or "en",
+                "channel": channel,
+                "email": None,
+                "phone": None,
+                "push_tokens": [],
+                "browser_subscriptions": [],
+                **address,
+                "subject": candidate.get("subject"),
+                "messages": [
+                    {
+                        "message_id": m["message_id"],
+                        "sender_id": m.get("sender_id"),
+                        "sender_name": names.get(m.get("sender_id") or ""),
+                        "text": m.get("text", ""),
+                        "ts": m["ts"],
+                    }
+                    for m in others
+                ],
+                "closed_at": candidate["closed_at"],
+                "ts": now,
+            }
+        )
+    return decisions, deliveries

@@ -1,0 +1,188 @@
+"""The whole pipeline in one process, on event time: what ``replay`` runs (DESIGN §9).
+
+The live workers split the same steps across agents (conversation → fan-out →
+decide); this engine chains them directly. Its clock is the largest ``ts`` seen so
+far: before an event with time ``t`` is applied, every batch deadline at or before
+``t`` fires, and :meth:`Engine.finish` closes what is still open at its own
+deadline. Same input, same output, byte for byte.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from processors.core.batching import ConversationBatch
+from processors.core.decisions import decide, fan_out
+from processors.core.presence import Presence, UserPresence
+from processors.core.settings import CoreSettings
+from processors.topics import (
+    CHANNEL_TOPICS,
+    CONVERSATIONS,
+    DECISIONS,
+    FLUSHES,
+    MESSAGES,
+    PRESENCE,
+    ROLES,
+    SETTINGS,
+    TYPING,
+    USERS,
+)
+
+Output = tuple[str, str | None, dict[str, Any]]
+
+
+class EngineError(ValueError):
+    """An input record the engine cannot apply (e.g. an unknown topic)."""
+
+
+class Engine:
+    """Replay engine. Feed input records in order; collect the outputs."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self.app_settings: dict[str, Any] = {}
+        self.cfg = CoreSettings.from_app_settings(None, self.overrides)
+        self.clock = 0
+        self.batches: dict[str, ConversationBatch] = {}
+        self.presence: dict[str, UserPresence] = {}
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.roles: dict[str, dict[str, Any]] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        self._handlers = {
+            MESSAGES: self._on_message,
+            TYPING: self._on_typing,
+            PRESENCE: self._on_presence,
+            CONVERSATIONS: self._on_conversation,
+            USERS: self._on_user,
+            ROLES: self._on_role,
+            SETTINGS: self._on_settings,
+        }
+
+    # -- input ----------------------------------------------------------------------
+
+    def feed(self, topic: str, key: str | None, value: Mapping[str, Any]) -> list[Output]:
+        """Apply one input record; return what it (and the time it brings) produced."""
+        handler = self._handlers.get(topic)
+        if handler is None:
+            raise EngineError(f"not an input topic: {topic!r}")
+        out: list[Output] = []
+        ts = int(value.get("ts") or 0)
+        if ts > self.clock:
+            self.clock = ts
+            if self._heap and self._heap[0][0] <= ts:
+                self._fire_due(ts, out)
+        handler(value)
+        return out
+
+    def feed_all(
+        self, records: Iterable[tuple[str, str | None, Mapping[str, Any]]]
+    ) -> Iterator[Output]:
+        for topic, key, value in records:
+            yield from self.feed(topic, key, value)
+        yield from self.finish()
+
+    def finish(self) -> list[Output]:
+        """End of input: every open batch closes at its own deadline, in deadline order."""
+        out: list[Output] = []
+        self._fire_due(None, out)
+        return out
+
+    # -- handlers -------------------------------------------------------------------
+
+    def _batch(self, conversation_id: str) -> ConversationBatch:
+        batch = self.batches.get(conversation_id)
+        if batch is None:
+            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+        return batch
+
+    def _on_message(self, value: Mapping[str, Any]) -> None:
+        conversation_id = value["conversation_id"]
+        batch = self._batch(conversation_id)
+        if batch.add_message(value, self.cfg):
+            self._schedule(conversation_id, batch)
+
+    def _on_typing(self, value: Mapping[str, Any]) -> None:
+        conversation_id = value["conversation_id"]
+        batch = self._batch(conversation_id)
+        if batch.apply_typing(value, self.cfg) and batch.pending:
+            self._schedule(conversation_id, batch)
+
+    def _on_presence(self, value: Mapping[str, Any]) -> None:
+        user_id = value["user_id"]
+        presence = self.presence.get(user_id)
+        if presence is None:
+            presence = self.presence[user_id] = UserPresence(user_id)
+        presence.apply(value, self.cfg)
+
+    @staticmethod
+    def _newer(held: Mapping[str, Any] | None, value: Mapping[str, Any]) -> bool:
+        # Compacted snapshots: an older snapshot arriving late must not win.
+        return held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0)
+
+    def _on_conversation(self, value: Mapping[str, Any]) -> None:
+        key = value["conversation_id"]
+        if self._newer(self.conversations.get(key), value):
+            self.conversations[key] = dict(value)
+
+    def _on_user(self, value: Mapping[str, Any]) -> None:
+        key = value["user_id"]
+        if self._newer(self.users.get(key), value):
+            self.users[key] = dict(value)
+
+    def _on_role(self, value: Mapping[str, Any]) -> None:
+        key = value["name"]
+        if self._newer(self.roles.get(key), value):
+            self.roles[key] = dict(value)
+
+    def _on_settings(self, value: Mapping[str, Any]) -> None:
+        self.app_settings = dict(value)
+        self.cfg = CoreSettings.from_app_settings(value, self.overrides)
+        # Every open batch's deadline depends on the settings: reschedule them all.
+        self._heap = []
+        self._scheduled = {}
+        for conversation_id, batch in self.batches.items():
+            if batch.pending:
+                self._schedule(conversation_id, batch)
+
+    # -- time -----------------------------------------------------------------------
+
+    def _schedule(self, conversation_id: str, batch: ConversationBatch) -> None:
+        deadline = batch.deadline(self.cfg)
+        if deadline is not None and self._scheduled.get(conversation_id) != deadline:
+            self._scheduled[conversation_id] = deadline
+            heapq.heappush(self._heap, (deadline, conversation_id))
+
+    def _fire_due(self, now: int | None, out: list[Output]) -> None:
+        heap = self._heap
+        while heap and (now is None or heap[0][0] <= now):
+            deadline, conversation_id = heapq.heappop(heap)
+            if self._scheduled.get(conversation_id) != deadline:
+                continue  # superseded by a later event
+            del self._scheduled[conversation_id]
+            self._close(self.batches[conversation_id], out)
+
+    def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
+        flush = batch.close(self.cfg)
+        now = flush["closed_at"]
+        out.append((FLUSHES, flush["conversation_id"], flush))
+        candidates, skips = fan_out(flush, self.conversations.get(flush["conversation_id"]), now)
+        for decision in skips:
+            out.append((DECISIONS, flush["conversation_id"], decision))
+        cfg = self.cfg
+        for candidate in candidates:
+            rid = candidate["recipient_id"]
+            held = self.presence.get(rid)
+            seen = (
+                Presence.OFFLINE
+                if held is None
+                else held.status(candidate["conversation_id"], now, cfg)
+            )
+            decisions, deliveries = decide(candidate, self.users.get(rid), self.roles, seen, now)
+            for decision in decisions:
+                out.append((DECISIONS, rid, decision))
+            for delivery in deliveries:
+                out.append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))

@@ -1,0 +1,89 @@
+"""Presence per user, aggregated over sessions (tabs, devices) (DESIGN §5).
+
+A session is online until it says offline or sends nothing for ``presence_ttl``.
+The user is VIEWING a conversation when some live session has it selected and
+focused; ONLINE_UNFOCUSED when some live session has it selected but none of those
+is focused; ONLINE_ELSEWHERE when online with other conversations selected; else
+OFFLINE. Offline sessions are kept as tombstones for one TTL so that an older,
+delayed "online" event for the same session cannot bring it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from processors.core.settings import CoreSettings
+
+
+class Presence(StrEnum):
+    OFFLINE = "OFFLINE"
+    ONLINE_ELSEWHERE = "ONLINE_ELSEWHERE"
+    ONLINE_UNFOCUSED = "ONLINE_UNFOCUSED"
+    VIEWING = "VIEWING"
+
+
+# session entry: [ts, online, selected_conversation_id, focused]
+
+
+class UserPresence:
+    __slots__ = ("user_id", "sessions")
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.sessions: dict[str, list[Any]] = {}
+
+    def apply(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
+        """Apply a PresenceEvent; True if it changed the state (older events are ignored)."""
+        session_id = event["session_id"]
+        ts = int(event["ts"])
+        held = self.sessions.get(session_id)
+        if held is not None and ts < held[0]:
+            return False
+        online = bool(event["online"])
+        self.sessions[session_id] = [
+            ts,
+            online,
+            event.get("selected_conversation_id") if online else None,
+            bool(event.get("focused")) if online else False,
+        ]
+        if len(self.sessions) > 1:
+            self._prune(ts, cfg)
+        return True
+
+    def _prune(self, now: int, cfg: CoreSettings) -> None:
+        # Sessions silent for a whole TTL are offline whatever they said last; an event
+        # older than that is stale anyway, so their entries can go.
+        horizon = now - cfg.presence_ttl_ms
+        stale = [sid for sid, s in self.sessions.items() if s[0] < horizon]
+        for sid in stale:
+            del self.sessions[sid]
+
+    def status(self, conversation_id: str, now: int, cfg: CoreSettings) -> Presence:
+        """The user's presence for ``conversation_id`` at ``now``."""
+        ttl = cfg.presence_ttl_ms
+        online = selected = False
+        for ts, is_online, selected_id, focused in self.sessions.values():
+            if not is_online or now >= ts + ttl:
+                continue
+            online = True
+            if selected_id == conversation_id:
+                if focused:
+                    return Presence.VIEWING
+                selected = True
+        if selected:
+            return Presence.ONLINE_UNFOCUSED
+        return Presence.ONLINE_ELSEWHERE if online else Presence.OFFLINE
+
+    def is_empty(self) -> bool:
+        return not self.sessions
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"u": self.user_id, "s": {k: list(v) for k, v in self.sessions.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserPresence:
+        presence = cls(data["u"])
+        presence.sessions = {k: list(v) for k, v in data.get("s", {}).items()}
+        return presence
