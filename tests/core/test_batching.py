@@ -1,0 +1,193 @@
+"""DESIGN §4 batching rules through the public API (Engine on event time, and the batch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from processors.core.batching import RECENT_IDS, ConversationBatch
+from processors.core.engine import Engine
+from processors.core.settings import CoreSettings
+from tests.core.builders import S, msg, typing
+
+M, T = "chat.messages", "chat.typing"
+CFG = CoreSettings()  # inactivity 10 s, typing ttl 10 s, max batch 300 s
+
+
+def flushes(
+    events: list[tuple[str, dict[str, Any]]], **overrides: Any
+) -> list[tuple[list[str], int, str, int]]:
+    """(message ids, closed_at, cause, opened_at) of every flush, in order."""
+    engine = Engine(overrides)
+    out = []
+    for topic, value in events:
+        out += engine.feed(topic, None, value)
+    out += engine.finish()
+    return [
+        (v["message_ids"], v["closed_at"], v["cause"], v["opened_at"])
+        for t, _, v in out
+        if t == "notify.flushes"
+    ]
+
+
+CASES = {
+    "single message closes after inactivity": (
+        [(M, msg("m1", 0))],
+        [(["m1"], 10 * S, "inactivity", 0)],
+    ),
+    "messages within inactivity group together": (
+        [(M, msg("m1", 0)), (M, msg("m2", 9 * S, sender="bob"))],
+        [(["m1", "m2"], 19 * S, "inactivity", 0)],
+    ),
+    "a gap longer than inactivity makes two flushes": (
+        [(M, msg("m1", 0)), (M, msg("m2", 11 * S))],
+        [(["m1"], 10 * S, "inactivity", 0), (["m2"], 21 * S, "inactivity", 11 * S)],
+    ),
+    "tie at the deadline: an event at exactly the deadline comes after the close": (
+        [(M, msg("m1", 0)), (M, msg("m2", 10 * S))],
+        [(["m1"], 10 * S, "inactivity", 0), (["m2"], 20 * S, "inactivity", 10 * S)],
+    ),
+    "typing opens the batch and holds it; stop + inactivity closes it": (
+        [
+            (T, typing("bob", 1 * S)),
+            (M, msg("m1", 2 * S)),
+            (T, typing("bob", 5 * S, on=True)),
+            (T, typing("bob", 8 * S, on=False)),
+        ],
+        [(["m1"], 18 * S, "inactivity", 1 * S)],
+    ),
+    "sending a message ends the sender's typing": (
+        [(T, typing("alice", 0)), (M, msg("m1", 3 * S, sender="alice"))],
+        [(["m1"], 13 * S, "inactivity", 0)],
+    ),
+    "an expired typing indicator stops at last refresh + ttl": (
+        [(M, msg("m1", 0)), (T, typing("bob", 1 * S))],
+        # bob never refreshes: stops at 11 s, closes at 21 s
+        [(["m1"], 21 * S, "inactivity", 0)],
+    ),
+    "refreshes keep extending": (
+        [
+            (M, msg("m1", 0)),
+            (T, typing("bob", 1 * S)),
+            (T, typing("bob", 9 * S)),
+            (T, typing("bob", 17 * S)),
+        ],
+        [(["m1"], 37 * S, "inactivity", 0)],
+    ),
+    "out-of-order older typing event is ignored": (
+        [
+            (M, msg("m1", 0)),
+            (T, typing("bob", 5 * S, on=False)),
+            (T, typing("bob", 4 * S, on=True)),
+        ],
+        [(["m1"], 15 * S, "inactivity", 0)],
+    ),
+    "system messages never open, extend or join a batch": (
+        [(M, msg("m1", 0)), (M, msg("sys", 9 * S, sender=None))],
+        [(["m1"], 10 * S, "inactivity", 0)],
+    ),
+    "system message alone flushes nothing": ([(M, msg("sys", 0, sender=None))], []),
+    "typing alone flushes nothing": (
+        [(T, typing("bob", 0)), (T, typing("bob", 1 * S, on=False))],
+        [],
+    ),
+    "duplicate message id is ignored": (
+        [(M, msg("m1", 0)), (M, msg("m1", 5 * S))],
+        [(["m1"], 10 * S, "inactivity", 0)],
+    ),
+    "duplicate of an already flushed message is ignored": (
+        [(M, msg("m1", 0)), (M, msg("m2", 20 * S)), (M, msg("m1", 21 * S))],
+        [(["m1"], 10 * S, "inactivity", 0), (["m2"], 30 * S, "inactivity", 20 * S)],
+    ),
+    "max batch caps an endless typist": (
+        [(M, msg("m1", 0))] + [(T, typing("bob", s * S)) for s in range(1, 400, 5)],
+        [(["m1"], 300 * S, "max_batch", 0)],
+    ),
+    "a message older than the last close joins the next batch": (
+        [(M, msg("m1", 0)), (M, msg("m2", 15 * S)), (M, msg("late", 5 * S))],
+        [(["m1"], 10 * S, "inactivity", 0), (["late", "m2"], 25 * S, "inactivity", 10 * S)],
+    ),
+    "conversations are independent": (
+        [
+            (M, msg("a1", 0, conv="a")),
+            (M, msg("b1", 5 * S, conv="b")),
+            (T, typing("x", 6 * S, conv="a")),
+        ],
+        [(["a1"], 26 * S, "inactivity", 0), (["b1"], 15 * S, "inactivity", 5 * S)][::-1],
+    ),
+    "an abandoned typing opening does not date a later batch": (
+        [(T, typing("bob", 0)), (T, typing("bob", 1 * S, on=False)), (M, msg("m1", 100 * S))],
+        [(["m1"], 110 * S, "inactivity", 100 * S)],
+    ),
+}
+
+
+@pytest.mark.parametrize("events,expected", CASES.values(), ids=CASES.keys())
+def test_batching_rules(events: list[tuple[str, dict[str, Any]]], expected: list[Any]) -> None:
+    assert flushes(events) == expected
+
+
+def test_cap_close_while_typing_opens_next_batch_at_the_close() -> None:
+    events = [(M, msg("m1", 0))] + [(T, typing("bob", s * S)) for s in range(1, 310, 5)]
+    events.append((M, msg("m2", 310 * S, sender="bob")))
+    result = flushes(events)
+    assert result[0] == (["m1"], 300 * S, "max_batch", 0)
+    assert result[1][0] == ["m2"] and result[1][3] == 300 * S
+
+
+def test_settings_override_changes_deadlines() -> None:
+    assert flushes([(M, msg("m1", 0))], inactivity_seconds=3) == [(["m1"], 3 * S, "inactivity", 0)]
+    assert (
+        flushes([(M, msg("m1", 0)), (T, typing("b", 1 * S))], typing_ttl_seconds=2)[0][1] == 13 * S
+    )
+
+
+def test_settings_change_mid_stream_reschedules_open_batches() -> None:
+    events = [
+        (M, msg("m1", 0)),
+        ("chat.settings", {"inactivity_seconds": 30, "ts": 5 * S}),
+        (M, msg("x", 20 * S, conv="other")),  # moves the clock past the old deadline
+    ]
+    assert flushes(events)[0] == (["m1"], 30 * S, "inactivity", 0)
+
+
+def test_flush_id_is_deterministic_and_uses_first_message() -> None:
+    engine = Engine()
+    out = engine.feed(M, None, msg("m1", 0)) + engine.feed(M, None, msg("m2", 1)) + engine.finish()
+    flush = out[0][2]
+    assert flush["flush_id"] == "c1:m1"
+    assert [m["text"] for m in flush["messages"]] == ["text of m1", "text of m2"]
+
+
+def test_dedupe_window_is_bounded() -> None:
+    batch = ConversationBatch("c1")
+    for i in range(RECENT_IDS + 5):
+        assert batch.add_message(msg(f"m{i}", i * 20 * S), CFG)
+        batch.close(CFG)
+    assert len(batch.recent) == RECENT_IDS
+    # the newest are remembered, the oldest fell out of the window
+    assert not batch.add_message(msg(f"m{RECENT_IDS + 4}", 10_000 * S), CFG)
+    assert batch.add_message(msg("m0", 10_001 * S), CFG)
+
+
+def test_state_round_trips_through_dict_and_stays_small() -> None:
+    import json
+
+    batch = ConversationBatch("conversation-0001")
+    for i in range(40):
+        batch.add_message(msg(f"message-{i:04d}", i * 20 * S, conv="conversation-0001"), CFG)
+        batch.close(CFG)
+    batch.add_message(msg("open-1", 10_000 * S, conv="conversation-0001"), CFG)
+    batch.apply_typing(typing("bob", 10_001 * S, conv="conversation-0001"), CFG)
+    clone = ConversationBatch.from_dict(json.loads(json.dumps(batch.to_dict())))
+    assert clone == batch
+    assert clone.deadline(CFG) == batch.deadline(CFG)
+    state = clone.to_dict()
+    state.pop("p")  # message bodies are excluded from the budget
+    assert len(json.dumps(state)) < 1024
+
+
+def test_close_without_pending_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no pending batch"):
+        ConversationBatch("c1").close(CFG)
