@@ -13,6 +13,7 @@ their configs before Faust declares them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -103,6 +104,26 @@ def raw_topic(app: faust.App, name: str) -> faust.TopicT:
         key_serializer="raw",
         value_serializer="raw",
         partitions=partitions_for(settings, name),
+        internal=False,
+    )
+
+
+def raw_topics(app: faust.App, names: Sequence[str]) -> faust.TopicT:
+    """One channel over several co-partitioned raw topics (one agent consumes them all).
+
+    Events keep their own ``message.topic``; all names must share a partition count.
+    """
+    settings = app_settings(app)
+    counts = {partitions_for(settings, n) for n in names}
+    if len(counts) != 1:
+        raise ValueError(f"topics {names} are not co-partitioned: {sorted(counts)}")
+    return app.topic(
+        *(settings.topic_prefix + n for n in names),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=counts.pop(),
         internal=False,
     )
 
