@@ -26,6 +26,11 @@ class EmailSettings(BaseModel):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    ses_access_key_id: str | None = None  # unset: boto3's default credential chain
+    ses_secret_access_key: SecretStr | None = None
+    ses_timeout_seconds: float = 10.0
+    template_dir: Path | None = None  # per-locale overrides: <dir>/<locale>/email/...
     rate_per_second: float = 14.0  # SES default sending rate
 
 
@@ -36,6 +41,7 @@ class SmsSettings(BaseModel):
     twilio_base_url: str | None = None  # only for local stand-ins
     from_number: str | None = None
     messaging_service_sid: str | None = None
+    timeout_seconds: float = 10.0
     max_segments: int = 2
     rate_per_second: float = 1.0
 
@@ -45,6 +51,8 @@ class PushSettings(BaseModel):
     fcm_project_id: str | None = None
     fcm_credentials_file: Path | None = None
     fcm_url: str | None = None  # only for local stand-ins
+    fcm_static_token: SecretStr | None = None  # only for local stand-ins: no token exchange
+    timeout_seconds: float = 10.0
     rate_per_second: float = 500.0
 
 
@@ -53,6 +61,7 @@ class BrowserSettings(BaseModel):
     vapid_private_key: SecretStr | None = None
     vapid_subject: str = "mailto:notifications@chat.example"
     ttl_seconds: int = 3600
+    timeout_seconds: float = 10.0
     rate_per_second: float = 500.0
 
 
