@@ -66,10 +66,12 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
     (``chat-notifier`` creates them with retention/cleanup configs first).
     """
     _register_codecs()
+    datadir = settings.data_dir / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = {
         "broker": broker_urls(settings),
         "store": settings.store,
-        "datadir": str(settings.data_dir),
+        "datadir": str(datadir),
         "topic_partitions": settings.conversation_partitions,
         "topic_replication_factor": settings.replication_factor,
         "topic_disable_leader": True,

@@ -1,0 +1,509 @@
+"""The worker's agents: thin Faust adapters around the pure core (DESIGN §2–§5).
+
+Two partitioned agents, one global agent and one task:
+
+``conversation_events`` consumes ``chat.messages``, ``chat.typing``,
+``chat.conversations`` and ``notify.flushes`` (co-partitioned, keyed by
+conversation_id). It keeps each conversation's :class:`ConversationBatch` hot in a dict
+and writes the ``conversation-batches`` Table (changelog) only on state transitions: a
+message joining, a typist starting or stopping, a close. Typing refreshes, duplicates
+and system messages touch no Table. (Measured: a Table write costs ~2.5 events of bare
+Faust iteration, so writing per event would cost more than half the throughput.)
+
+``flush_scheduler`` is a task holding one deadline heap per *actively assigned*
+conversation partition, rebuilt from the Table when partitions are assigned (after
+changelog recovery) and dropped when they are revoked, so a worker never closes a
+batch it does not own (a memory Table also holds frozen keys of revoked partitions).
+When a deadline passes it closes the batch in the hot state and produces the Flush to
+``notify.flushes`` on the conversation's own partition. Timers cannot write Tables, so
+the Flush itself is the record routed back through the agent: when
+``conversation_events`` reads it, it persists the closed state (or, after a crash
+between the Flush and the Table write, performs the same deterministic close on the
+recovered state, so the Flush is not emitted twice) and fans out one Candidate per
+participant to ``notify.candidates`` keyed by recipient.
+
+``user_events`` consumes ``chat.presence``, ``chat.users`` and ``notify.candidates``
+(co-partitioned on user_id): presence hot in a dict, written to the ``presence`` Table
+when a session's status changes (or its last persisted heartbeat is older than a
+quarter of the TTL); users in the ``users`` Table; for each Candidate it decides with
+the core and writes Decisions and Deliveries.
+
+``settings_events`` consumes ``chat.roles`` and ``chat.settings`` into global tables.
+
+Every record that cannot be decoded or applied goes to ``notify.dead-letter`` with the
+reason, counted in ``chat_notifier_dead_letters_total``; the agent carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import faust
+from faust.types import TP
+from faust.types import EventT as _EventT
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from processors import codec
+from processors import topics as t
+from processors.app import app_settings, partitions_for, raw_topic, raw_topics, record_topic
+from processors.core.batching import ConversationBatch
+from processors.core.decisions import decide, fan_out
+from processors.core.ids import flush_id as make_flush_id
+from processors.core.presence import Presence, UserPresence
+from processors.core.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = PromCounter(
+    "chat_notifier_dead_letters_total",
+    "Records sent to notify.dead-letter",
+    ["topic", "stage"],
+)
+FLUSHES = PromCounter("chat_notifier_flushes_total", "Flush records produced", ["cause"])
+DECISIONS = PromCounter(
+    "chat_notifier_decisions_total", "Decision records produced", ["outcome", "reason"]
+)
+FLUSH_LATENESS = Histogram(
+    "chat_notifier_flush_lateness_seconds",
+    "Worker clock at close minus the batch deadline",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+SCHEDULER_TICK_S = 0.02  # the scheduler checks deadlines this often (bounds lateness)
+SETTINGS_KEY = "app"
+
+Clock = Callable[[], int]
+EventT = _EventT[Any]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def changelog_topics(app_id: str) -> dict[str, str]:
+    """Changelog topic name -> partition group, for topic creation before start."""
+    return {
+        f"{app_id}-conversation-batches-changelog": "conversation",
+        f"{app_id}-conversations-changelog": "conversation",
+        f"{app_id}-presence-changelog": "user",
+        f"{app_id}-users-changelog": "user",
+        f"{app_id}-roles-changelog": "single",
+        f"{app_id}-app-settings-changelog": "single",
+    }
+
+
+class Pipeline:
+    """The agents, tables and hot state of one worker; built by :func:`attach_pipeline`."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        core_overrides: Mapping[str, Any] | None = None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.app = app
+        self.settings = app_settings(app)
+        self.clock = clock
+        self.core_overrides = dict(core_overrides or {})
+        self.cfg = CoreSettings.from_app_settings(None, self.core_overrides)
+        self._settings_seen: Any = None
+        prefix = self.settings.topic_prefix
+        self.prefix = prefix
+        s = self.settings
+
+        # -- topics -------------------------------------------------------------------
+        self.conversation_topic = raw_topics(
+            app, (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES)
+        )
+        self.user_topic = raw_topics(app, (t.PRESENCE, t.USERS, t.CANDIDATES))
+        self.global_topic = raw_topics(app, (t.ROLES, t.SETTINGS))
+        self.flushes_out = record_topic(app, t.FLUSHES)
+        self.candidates_out = record_topic(app, t.CANDIDATES)
+        self.decisions_out = record_topic(app, t.DECISIONS)
+        self.deliveries_out = {ch: record_topic(app, name) for ch, name in t.CHANNEL_TOPICS.items()}
+        self.dead_letter_out = record_topic(app, t.DEAD_LETTER)
+        self.records = {prefix + name: spec.record for name, spec in t.TOPICS.items()}
+
+        # -- tables (changelogged; the hot dicts below are authoritative while owned) --
+        conv_parts = partitions_for(s, t.MESSAGES)
+        user_parts = partitions_for(s, t.PRESENCE)
+        table_kw: dict[str, Any] = {
+            "schema": faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+        }
+        self.batches_table = app.Table("conversation-batches", partitions=conv_parts, **table_kw)
+        self.conversations_table = app.Table("conversations", partitions=conv_parts, **table_kw)
+        self.presence_table = app.Table("presence", partitions=user_parts, **table_kw)
+        self.users_table = app.Table("users", partitions=user_parts, **table_kw)
+        self.roles_table = app.GlobalTable(
+            "roles", partitions=1, recovery_buffer_size=1, **table_kw
+        )
+        self.app_settings_table = app.GlobalTable(
+            "app-settings", partitions=1, recovery_buffer_size=1, **table_kw
+        )
+
+        # -- hot state ------------------------------------------------------------------
+        self.batches: dict[int, dict[str, ConversationBatch]] = {}
+        self.heaps: dict[int, list[tuple[int, str]]] = {}
+        self.scheduled: dict[str, int] = {}
+        self.closed_unpersisted: set[str] = set()
+        self.presence: dict[str, UserPresence] = {}
+        self.presence_partition: dict[str, int] = {}
+        self.presence_persisted_ts: dict[str, int] = {}
+        self.active_conversation_partitions: set[int] = set()
+
+        # -- observability (tests and the bench read these) -------------------------------
+        self.dead_letters: Counter[str] = Counter()
+        self.events_seen = 0
+        self.table_writes = 0
+        self.lateness_ms: list[int] = []
+        self.on_decision: Callable[[dict[str, Any]], None] | None = None
+
+        self.batches_table.on_recover(self._on_batches_recovered)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self._conversation_handlers: dict[str, Callable[[EventT, dict[str, Any]], Any]] = {
+            prefix + t.MESSAGES: self._on_message,
+            prefix + t.TYPING: self._on_typing,
+            prefix + t.CONVERSATIONS: self._on_conversation,
+            prefix + t.FLUSHES: self._on_flush,
+        }
+        self._user_handlers: dict[str, Callable[[EventT, dict[str, Any]], Any]] = {
+            prefix + t.PRESENCE: self._on_presence,
+            prefix + t.USERS: self._on_user,
+            prefix + t.CANDIDATES: self._on_candidate,
+        }
+        self._global_handlers: dict[str, Callable[[EventT, dict[str, Any]], Any]] = {
+            prefix + t.ROLES: self._on_role,
+            prefix + t.SETTINGS: self._on_settings,
+        }
+        app.agent(self.conversation_topic, name="conversation_events")(self._conversation_agent)
+        app.agent(self.user_topic, name="user_events")(self._user_agent)
+        app.agent(self.global_topic, name="settings_events")(self._global_agent)
+        app.task(self._flush_scheduler)
+
+    # == agents ========================================================================
+
+    async def _conversation_agent(self, stream: faust.StreamT[bytes]) -> None:
+        await self._consume(stream, self._conversation_handlers)
+
+    async def _user_agent(self, stream: faust.StreamT[bytes]) -> None:
+        await self._consume(stream, self._user_handlers)
+
+    async def _global_agent(self, stream: faust.StreamT[bytes]) -> None:
+        await self._consume(stream, self._global_handlers)
+
+    async def _consume(
+        self,
+        stream: faust.StreamT[bytes],
+        handlers: Mapping[str, Callable[[EventT, dict[str, Any]], Any]],
+    ) -> None:
+        records = self.records
+        async for event in stream.events():
+            message = event.message
+            topic = message.topic
+            self.events_seen += 1
+            data = message.value
+            try:
+                value = codec.decode(records[topic] or "", data)
+            except Exception as exc:  # noqa: BLE001 - every decode failure is dead-lettered
+                await self._dead_letter(event, exc, "decode")
+                continue
+            try:
+                result = handlers[topic](event, value)
+                if result is not None:
+                    await result
+            except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
+                log.warning("cannot apply a record from %s: %s", topic, exc)
+                await self._dead_letter(event, exc, "process")
+
+    async def _dead_letter(self, event: EventT, exc: BaseException, stage: str) -> None:
+        message = event.message
+        source = message.topic[len(self.prefix) :]
+        value = message.value if isinstance(message.value, bytes) else b""
+        key = message.key if isinstance(message.key, bytes) else None
+        error = str(exc) or type(exc).__name__
+        record = codec.dead_letter(
+            source_topic=source,
+            key=key,
+            value=value,
+            error=error,
+            stage=stage,
+            partition=message.partition,
+            offset=message.offset,
+            ts=self.clock(),
+        )
+        self.dead_letters[source] += 1
+        DEAD_LETTERS.labels(source, stage).inc()
+        await self.dead_letter_out.send(key=key, value=record)
+
+    # == conversation side ===============================================================
+
+    def _batch(self, partition: int, conversation_id: str) -> ConversationBatch:
+        batches = self.batches.get(partition)
+        if batches is None:
+            batches = self.batches[partition] = {}
+        batch = batches.get(conversation_id)
+        if batch is None:
+            batch = batches[conversation_id] = ConversationBatch(conversation_id)
+        return batch
+
+    def _persist_batch(self, partition: int, batch: ConversationBatch) -> None:
+        self.batches_table[batch.conversation_id] = {"p": partition, "b": batch.to_dict()}
+        self.closed_unpersisted.discard(batch.conversation_id)
+        self.table_writes += 1
+
+    def _schedule(self, partition: int, batch: ConversationBatch) -> None:
+        deadline = batch.deadline(self.cfg)
+        if deadline is None:
+            return
+        cid = batch.conversation_id
+        current = self.scheduled.get(cid)
+        # A later deadline needs no new entry: the scheduler re-reads the batch's
+        # deadline when the earlier entry comes due, so the heap stays ~1 entry per batch.
+        if current is None or deadline < current:
+            self.scheduled[cid] = deadline
+            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, cid))
+
+    def _on_message(self, event: EventT, value: dict[str, Any]) -> None:
+        partition = event.message.partition
+        batch = self._batch(partition, value["conversation_id"])
+        if batch.add_message(value, self.cfg):
+            self._persist_batch(partition, batch)
+            self._schedule(partition, batch)
+
+    def _on_typing(self, event: EventT, value: dict[str, Any]) -> None:
+        partition = event.message.partition
+        batch = self._batch(partition, value["conversation_id"])
+        held = batch.typing.get(value["user_id"])
+        was_typing = None if held is None else bool(held[1])
+        opened = batch.opened_at
+        if not batch.apply_typing(value, self.cfg):
+            return
+        # A refresh (typing -> typing) only moves the projected stop; losing it in a
+        # crash makes the indicator expire a little early, which is harmless. Starts,
+        # stops and openings change what a recovered worker must know.
+        if was_typing is None or was_typing != bool(value["typing"]) or batch.opened_at != opened:
+            self._persist_batch(partition, batch)
+        if batch.pending:
+            self._schedule(partition, batch)
+
+    def _on_conversation(self, event: EventT, value: dict[str, Any]) -> None:
+        cid = value["conversation_id"]
+        held = self.conversations_table.get(cid)
+        if held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0):
+            self.conversations_table[cid] = value
+            self.table_writes += 1
+
+    async def _on_flush(self, event: EventT, flush: dict[str, Any]) -> None:
+        """A Flush read back: persist the close, then fan out to the recipients."""
+        partition = event.message.partition
+        cid = flush["conversation_id"]
+        batch = self._batch(partition, cid)
+        if cid in self.closed_unpersisted:
+            self._persist_batch(partition, batch)
+        elif (
+            batch.pending
+            and make_flush_id(cid, batch.pending[0]["message_id"]) == flush["flush_id"]
+            and set(flush["message_ids"]) <= batch.pending_ids
+        ):
+            # Recovered state from before a crash that happened between producing this
+            # Flush and persisting the close: close the same way (deterministic) without
+            # producing the Flush again.
+            batch.close(self.cfg)
+            self.scheduled.pop(cid, None)
+            self._persist_batch(partition, batch)
+        now = self.clock()
+        candidates, skips = fan_out(flush, self.conversations_table.get(cid), now)
+        for decision in skips:
+            await self._emit_decision(cid, decision)
+        for candidate in candidates:
+            await self.candidates_out.send(key=candidate["recipient_id"], value=candidate)
+
+    # == scheduler ==========================================================================
+
+    async def _flush_scheduler(self) -> None:
+        """Close due batches of actively assigned partitions, promptly."""
+        while not self.app.should_stop:
+            try:
+                self._refresh_cfg()
+                await self._close_due(self.clock())
+            except Exception:  # pragma: no cover - keep the scheduler alive
+                log.exception("flush scheduler")
+            await asyncio.sleep(SCHEDULER_TICK_S)
+
+    async def _close_due(self, now: int) -> None:
+        for partition in list(self.active_conversation_partitions):
+            heap = self.heaps.get(partition)
+            while heap and heap[0][0] <= now:
+                deadline, cid = heapq.heappop(heap)
+                if self.scheduled.get(cid) != deadline:
+                    continue  # superseded
+                batch = self.batches.get(partition, {}).get(cid)
+                actual = None if batch is None else batch.deadline(self.cfg)
+                if batch is None or actual is None:
+                    del self.scheduled[cid]
+                    continue
+                if actual > now:  # moved later since it was scheduled
+                    self.scheduled[cid] = actual
+                    heapq.heappush(heap, (actual, cid))
+                    continue
+                del self.scheduled[cid]
+                flush = batch.close(self.cfg)
+                self.closed_unpersisted.add(cid)
+                lateness = now - int(flush["closed_at"])
+                self.lateness_ms.append(lateness)
+                FLUSH_LATENESS.observe(max(lateness, 0) / 1000)
+                FLUSHES.labels(flush["cause"]).inc()
+                await self.flushes_out.send(key=cid, value=flush, partition=partition)
+                if partition not in self.active_conversation_partitions:
+                    break  # revoked while we awaited the send
+
+    def _refresh_cfg(self) -> None:
+        current = self.app_settings_table.get(SETTINGS_KEY)
+        if current is self._settings_seen:
+            return
+        self._settings_seen = current
+        cfg = CoreSettings.from_app_settings(current, self.core_overrides)
+        if cfg == self.cfg:
+            return
+        self.cfg = cfg
+        # Every deadline depends on the settings: rebuild the heaps.
+        self.heaps = {}
+        self.scheduled = {}
+        for partition, batches in self.batches.items():
+            for batch in batches.values():
+                self._schedule(partition, batch)
+
+    async def _on_batches_recovered(self) -> None:
+        """After changelog recovery: load the batches of newly active partitions."""
+        topic = self.prefix + t.MESSAGES
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        for partition in set(self.batches) - active:
+            self._drop_partition(partition)
+        new = active - self.active_conversation_partitions
+        loaded = 0
+        if new:
+            for cid, stored in list(self.batches_table.data.items()):
+                if not isinstance(stored, dict) or stored.get("p") not in new:
+                    continue
+                partition = int(stored["p"])
+                batch = ConversationBatch.from_dict(stored["b"])
+                self.batches.setdefault(partition, {})[str(cid)] = batch
+                self._schedule(partition, batch)
+                loaded += 1
+        self.active_conversation_partitions = active
+        log.info("conversation partitions %s active; %d batches loaded", sorted(active), loaded)
+
+    async def _on_revoked(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = set(args[0]) if args else set(kwargs.get("revoked") or ())
+        topic = self.prefix + t.MESSAGES
+        for tp in revoked:
+            if tp.topic == topic:
+                self._drop_partition(tp.partition)
+                self.active_conversation_partitions.discard(tp.partition)
+        users = self.prefix + t.PRESENCE
+        gone = {tp.partition for tp in revoked if tp.topic == users}
+        if gone:
+            for uid in [u for u, p in self.presence_partition.items() if p in gone]:
+                self.presence.pop(uid, None)
+                self.presence_partition.pop(uid, None)
+                self.presence_persisted_ts.pop(uid, None)
+
+    def _drop_partition(self, partition: int) -> None:
+        for cid in self.batches.pop(partition, {}):
+            self.scheduled.pop(cid, None)
+            self.closed_unpersisted.discard(cid)
+        self.heaps.pop(partition, None)
+
+    # == user side =============================================================================
+
+    def _user_presence(self, partition: int, user_id: str) -> UserPresence:
+        presence = self.presence.get(user_id)
+        if presence is None:
+            stored = self.presence_table.get(user_id)
+            presence = UserPresence.from_dict(stored["s"]) if stored else UserPresence(user_id)
+            self.presence[user_id] = presence
+            self.presence_partition[user_id] = partition
+        return presence
+
+    def _on_presence(self, event: EventT, value: dict[str, Any]) -> None:
+        partition = event.message.partition
+        uid = value["user_id"]
+        presence = self._user_presence(partition, uid)
+        held = presence.sessions.get(value["session_id"])
+        before = None if held is None else held[1:]
+        if not presence.apply(value, self.cfg):
+            return
+        ts = int(value["ts"])
+        after = presence.sessions[value["session_id"]][1:]
+        # Heartbeats that change nothing but the time are persisted only now and then:
+        # a recovered worker then sees the session at most a quarter TTL older.
+        if before != after or ts - self.presence_persisted_ts.get(uid, 0) > (
+            self.cfg.presence_ttl_ms // 4
+        ):
+            self.presence_table[uid] = {"p": partition, "s": presence.to_dict()}
+            self.presence_persisted_ts[uid] = ts
+            self.table_writes += 1
+
+    def _on_user(self, event: EventT, value: dict[str, Any]) -> None:
+        uid = value["user_id"]
+        held = self.users_table.get(uid)
+        if held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0):
+            self.users_table[uid] = value
+            self.table_writes += 1
+
+    async def _on_candidate(self, event: EventT, candidate: dict[str, Any]) -> None:
+        now = self.clock()
+        rid = candidate["recipient_id"]
+        presence = self.presence.get(rid)
+        if presence is None and rid in self.presence_table:
+            presence = self._user_presence(event.message.partition, rid)
+        seen = (
+            Presence.OFFLINE
+            if presence is None
+            else presence.status(candidate["conversation_id"], now, self.cfg)
+        )
+        roles: Mapping[str, dict[str, Any]] = self.roles_table
+        decisions, deliveries = decide(candidate, self.users_table.get(rid), roles, seen, now)
+        for decision in decisions:
+            await self._emit_decision(rid, decision)
+        for delivery in deliveries:
+            await self.deliveries_out[delivery["channel"]].send(key=rid, value=delivery)
+
+    async def _emit_decision(self, key: str, decision: dict[str, Any]) -> None:
+        DECISIONS.labels(decision["outcome"], decision["reason"] or "").inc()
+        await self.decisions_out.send(key=key, value=decision)
+        if self.on_decision is not None:
+            self.on_decision(decision)
+
+    # == global side ===========================================================================
+
+    def _on_role(self, event: EventT, value: dict[str, Any]) -> None:
+        name = value["name"]
+        held = self.roles_table.get(name)
+        if held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0):
+            self.roles_table[name] = value
+
+    def _on_settings(self, event: EventT, value: dict[str, Any]) -> None:
+        CoreSettings.from_app_settings(value)  # reject unusable values (dead-lettered)
+        self.app_settings_table[SETTINGS_KEY] = value
+
+
+def attach_pipeline(
+    app: faust.App,
+    *,
+    core_overrides: Mapping[str, Any] | None = None,
+    clock: Clock = wall_clock_ms,
+) -> Pipeline:
+    """Register the worker's agents, tables and scheduler on ``app``."""
+    return Pipeline(app, core_overrides=core_overrides, clock=clock)
+
+
+__all__ = ["Pipeline", "attach_pipeline", "changelog_topics", "raw_topic", "wall_clock_ms"]

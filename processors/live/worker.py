@@ -1,0 +1,135 @@
+"""``chat-notifier worker``: the conversation and decision agents (DESIGN §10).
+
+Configuration comes from the environment (``KAFKA_BROKER_URL``, ``TOPIC_PREFIX``,
+``CONVERSATION_PARTITIONS``, ``USER_PARTITIONS``, ``STORE``, ``DATA_DIR``,
+``WEB_PORT``); the flags below override it. Topics (and the tables' changelogs) are
+created with their configs on start. Scale out by starting more workers with the same
+``--app-id``: partitions and their state move between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+
+from processors.app import create_app
+from processors.live.agents import Pipeline, attach_pipeline, changelog_topics
+from processors.live.broker import ensure_topics_sync
+from processors.settings import Settings, load_settings
+
+DEFAULT_APP_ID = "chat-notifier"
+
+
+def parse_sets(pairs: list[str] | None) -> dict[str, str]:
+    """``["inactivity_seconds=5", ...]`` -> ``{"inactivity_seconds": "5"}``."""
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(f"--set wants NAME=VALUE, got {pair!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="consumer group / app id")
+    parser.add_argument("--store", help="table store, e.g. rocksdb:// or memory://")
+    parser.add_argument("--data-dir", help="directory for the local table store")
+    parser.add_argument("--web-port", type=int, help="metrics/health HTTP port")
+    parser.add_argument("--without-web", action="store_true", help="no HTTP server")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override an AppSettings batching value, e.g. inactivity_seconds=5",
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
+    parser.add_argument(
+        "--faust",
+        action="append",
+        metavar="NAME=VALUE",
+        help="extra Faust setting (numbers parsed), e.g. broker_session_timeout=6",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+
+
+def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = dict(extra)
+    if getattr(args, "store", None):
+        overrides["store"] = args.store
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    if getattr(args, "web_port", None):
+        overrides["web_port"] = args.web_port
+    if getattr(args, "log_level", None):
+        overrides["log_level"] = args.log_level
+    return load_settings(**overrides)
+
+
+def faust_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in parse_sets(getattr(args, "faust", None)).items():
+        value: Any = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        out[name] = value
+    if getattr(args, "without_web", False):
+        out["web_enabled"] = False
+    return out
+
+
+def build_worker_app(
+    settings: Settings,
+    *,
+    app_id: str = DEFAULT_APP_ID,
+    core_overrides: Mapping[str, Any] | None = None,
+    **faust_settings: Any,
+) -> tuple[faust.App, Pipeline]:
+    """The worker's Faust app with the pipeline attached (topics not yet created)."""
+    app = create_app(settings, app_id=app_id, **faust_settings)
+    return app, attach_pipeline(app, core_overrides=core_overrides)
+
+
+def run_app(app: faust.App, *, log_level: str = "INFO") -> None:
+    """Run ``app`` in this process until SIGINT/SIGTERM; returns after a clean stop."""
+    worker = faust.Worker(app, loglevel=log_level.lower(), quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not settings.kafka_broker_url:
+        print(
+            "chat-notifier worker: KAFKA_BROKER_URL is not set "
+            "(use `chat-notifier run` for the embedded broker)",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=settings.log_level.upper())
+    app, _ = build_worker_app(
+        settings,
+        app_id=args.app_id,
+        core_overrides=parse_sets(args.set),
+        **faust_overrides(args),
+    )
+    ensure_topics_sync(settings, changelog_topics(args.app_id))
+    run_app(app, log_level=settings.log_level)
+    return 0
