@@ -25,7 +25,7 @@ from processors.senders.render import (
     EmailContent,
     PushContent,
     SmsContent,
-    to_mime,
+    to_mime_bytes,
 )
 from processors.settings import Settings
 
@@ -55,7 +55,7 @@ class OutboxSender:
         folder.mkdir(parents=True, exist_ok=True)
         data: bytes
         if isinstance(content, EmailContent):
-            path, data = folder / f"{stem}.eml", to_mime(content).as_bytes()
+            path, data = folder / f"{stem}.eml", to_mime_bytes(content)
         elif isinstance(content, SmsContent):
             header = f"To: {content.to}\nFrom: {content.from_ or '-'}\n"
             header += f"Encoding: {content.encoding}\nSegments: {content.segments}\n\n"

@@ -14,6 +14,7 @@ then the shipped template), so a team can replace any template per locale.
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -285,6 +286,12 @@ def to_mime(content: EmailContent) -> EmailMessage:
     return msg
 
 
+def to_mime_bytes(content: EmailContent) -> bytes:
+    """The message as wire bytes with CRLF line ends (RFC 5322), as SMTP and SES Raw need:
+    smtplib sends bytes unchanged, and a bare-LF message is one over-long SMTP line."""
+    return to_mime(content).as_bytes(policy=email.policy.SMTP)
+
+
 # --------------------------------------------------------------------------- SMS
 
 # GSM 03.38 default alphabet (minus ESC) and its extension table (2 septets each).
@@ -482,4 +489,5 @@ __all__ = [
     "email_message_id",
     "thread_root_id",
     "to_mime",
+    "to_mime_bytes",
 ]
