@@ -795,6 +795,7 @@ class _RecordCodec:
         "from_json",
         "check",
         "has_bytes",
+        "field_names",
     )
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
@@ -814,6 +815,7 @@ class _RecordCodec:
         )
         self.check: Checker | None = _compile_checker(standalone, None, {})
         self.has_bytes = _has_bytes(standalone)
+        self.field_names: tuple[str, ...] = tuple(f["name"] for f in standalone["fields"])
 
 
 def _fingerprint_bytes(canonical: str) -> bytes:
@@ -1028,12 +1030,17 @@ class Codec:
             raise DecodeError(f"{left} trailing bytes after the Avro {rec.name} body ({origin})")
         if not isinstance(value, dict):
             raise DecodeError(f"Avro body of {rec.name} is not a record ({origin})")
+        result: dict[str, Any] = value
+        if reader is not None:
+            # Resolution appends fields the writer lacked; give them their schema place, so
+            # every decoded record has the same shape whatever wrote it.
+            result = {name: value[name] for name in rec.field_names}
         if rec.check is not None:
             try:
-                rec.check(value)
+                rec.check(result)
             except _Invalid as exc:
                 raise DecodeError(_describe(rec.name, exc, "Avro value")) from None
-        return value
+        return result
 
     def _decode_confluent(self, rec: _RecordCodec, data: bytes) -> dict[str, Any]:
         if len(data) < _CONFLUENT_HEADER_LEN:
