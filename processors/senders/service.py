@@ -165,6 +165,7 @@ class DeliveryService:
             "push": settings.push.rate_per_second,
             "browser": settings.browser.rate_per_second,
         }
+        self._in_flight: dict[str, asyncio.Event] = {}
         now = monotonic()
         self.limiters = {ch: TokenBucket(rate, now=now) for ch, rate in rates.items()}
 
@@ -254,7 +255,25 @@ class DeliveryService:
     async def handle(
         self, delivery: Mapping[str, Any], *, source: DeliverySource | None = None
     ) -> DeliveryResult:
-        """Deliver once; never raises for a delivery problem (it becomes records)."""
+        """Deliver once; never raises for a delivery problem (it becomes records).
+
+        Concurrent calls for the same delivery id (the agent runs several instances,
+        and a producer retry can put two copies next to each other) wait for the one
+        in flight and then find its stored outcome, so the copy is not sent again.
+        """
+        delivery_id = str(delivery["delivery_id"])
+        while (in_flight := self._in_flight.get(delivery_id)) is not None:
+            await in_flight.wait()
+        done = self._in_flight[delivery_id] = asyncio.Event()
+        try:
+            return await self._handle(delivery, source)
+        finally:
+            del self._in_flight[delivery_id]
+            done.set()
+
+    async def _handle(
+        self, delivery: Mapping[str, Any], source: DeliverySource | None
+    ) -> DeliveryResult:
         delivery_id = str(delivery["delivery_id"])
         channel = str(delivery.get("channel"))
         stored = self.store.get(delivery_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Mapping
@@ -91,6 +92,15 @@ async def test_sent_once_even_when_delivered_twice() -> None:
     assert second.duplicate and second.outcomes == first.outcomes  # republished, not resent
     assert first.outcomes[0]["provider_id"] == "id-1" and first.outcomes[0]["attempts"] == 1
     assert first.dead_letters == []
+
+
+async def test_concurrent_copies_are_sent_once() -> None:
+    clock, sender = FakeClock(), ScriptedSender("sms", [TransientError("slow")])
+    service = _service(sender, clock)
+    delivery = make_delivery("sms")
+    results = await asyncio.gather(*(service.handle(delivery) for _ in range(3)))
+    assert len(sender.calls) == 2  # one failed attempt + its retry; the copies waited
+    assert [r.duplicate for r in results] == [False, True, True]
 
 
 async def test_transient_errors_retry_with_backoff_then_succeed() -> None:
