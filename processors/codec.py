@@ -27,6 +27,15 @@ raise :class:`EncodeError`, a subclass, so ``except DecodeError`` covers both.
 
 JSON form of ``bytes`` (only ``DeadLetter.key``/``value``): the Avro JSON-encoding rule, a
 string whose code points 0-255 are the bytes (ISO-8859-1), so ASCII payloads stay readable.
+
+Public API (module level, over ``schemas/``; the same methods exist on :class:`Codec`):
+``encode``, ``decode``, ``encode_json``, ``to_json_value``, ``from_json_value`` (an already
+parsed JSON value, e.g. from JSON Lines), ``fingerprint``, ``schema``, ``dead_letter``,
+``RECORDS``, ``ALLOWED_VALUES``, ``DecodeError`` / ``EncodeError``.
+
+JSON input ignores fields the schema does not know (a newer producer may add one), while
+``encode`` rejects them (in our own code an unknown field is a typo). A ``str`` subclass
+such as a ``StrEnum`` member is accepted and written as its plain value.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ __all__ = [
     "encode_json",
     "fingerprint",
     "from_json_value",
+    "schema",
     "to_json_value",
 ]
 
@@ -330,8 +340,8 @@ def _expand(
 
 
 class _Compiler:
-    """Turns one standalone schema into a converter (validate + fill defaults + normalise)
-    or a checker (enum-like values only, for data fastavro already decoded)."""
+    """Turns one standalone schema into a converter: validate (types, int ranges, enum-like
+    values), fill defaults, normalise (fresh plain dicts/lists/str, schema field order)."""
 
     def __init__(self, *, json_mode: bool, strict: bool) -> None:
         self.json_mode = json_mode  # bytes arrive as ISO-8859-1 strings
@@ -1113,6 +1123,7 @@ encode_json = _DEFAULT.encode_json
 to_json_value = _DEFAULT.to_json_value
 from_json_value = _DEFAULT.from_json_value
 fingerprint = _DEFAULT.fingerprint
+schema = _DEFAULT.schema
 
 
 def dead_letter(

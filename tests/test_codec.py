@@ -849,6 +849,14 @@ def test_mangled_valid_records_decode_or_raise_decode_error(
 # --------------------------------------------------------------------------- purity, speed
 
 
+def test_schema_is_standalone_and_a_copy() -> None:
+    flush = codec.schema("Flush")
+    items = flush["fields"][3]["type"]["items"]
+    assert items["name"] == "MessageEvent" and [f["name"] for f in items["fields"]][-1] == "ts"
+    flush["fields"].clear()
+    assert codec.schema("Flush")["fields"]
+
+
 def test_codec_imports_no_faust_or_kafka() -> None:
     tree = ast.parse(Path(codec.__file__).read_text("utf-8"))
     imported = set()
