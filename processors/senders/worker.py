@@ -33,6 +33,8 @@ from typing import Any
 
 import faust
 from faust.types import EventT
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from processors import codec
 from processors import topics as t
@@ -46,6 +48,19 @@ log = logging.getLogger(__name__)
 SENDER_CONCURRENCY = 16  # in-flight deliveries per channel agent per worker
 SETTINGS_KEY = "app"  # key of the AppSettings record on chat.settings
 APP_SETTINGS_TABLE = "sender-app-settings"
+
+OUTCOMES = PromCounter(
+    "chat_notifier_delivery_outcomes_total", "Outcome records produced", ["channel", "status"]
+)
+SENDER_DEAD_LETTERS = PromCounter(
+    "chat_notifier_sender_dead_letters_total", "Deliveries dead-lettered", ["channel", "stage"]
+)
+DELIVERY_SECONDS = Histogram(
+    "chat_notifier_delivery_seconds",
+    "Time to handle one delivery (render, send, retries)",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 def sent_table_name(channel: str) -> str:
@@ -151,11 +166,14 @@ class SenderAgents:
             return
         service = self.services[channel]
         service.app_settings = self.app_settings_table.get(SETTINGS_KEY) or {}
-        result = await service.handle(delivery, source=source)
+        with DELIVERY_SECONDS.labels(channel).time():
+            result = await service.handle(delivery, source=source)
         for outcome in result.outcomes:
             self.counts[f"{channel}:{outcome['status']}"] += 1
+            OUTCOMES.labels(channel, outcome["status"]).inc()
             await self.outcomes_out.send(key=outcome["delivery_id"], value=outcome)
         for dead in result.dead_letters:
+            SENDER_DEAD_LETTERS.labels(channel, "deliver").inc()
             await self.dead_letter_out.send(key=dead["key"], value=dead)
 
     async def _dead_letter(self, source: DeliverySource, error: str, stage: str) -> None:
@@ -170,6 +188,7 @@ class SenderAgents:
             ts=int(self.clock() * 1000),
         )
         self.counts["dead-letter:" + stage] += 1
+        SENDER_DEAD_LETTERS.labels(source.topic.rpartition(".")[2], stage).inc()
         await self.dead_letter_out.send(key=source.key, value=record)
 
     async def _settings_agent(self, stream: faust.StreamT[bytes]) -> None:
