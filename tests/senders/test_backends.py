@@ -378,3 +378,23 @@ async def test_webpush_429_retry_after_and_500(
     )
     assert result.outcomes[-1]["status"] == "sent" and result.outcomes[-1]["attempts"] == 3
     assert sleep.calls[0] == 5.0 and len(sleep.calls) == 2
+
+
+async def test_fcm_timeout_is_retried(fcm: FcmStandIn) -> None:
+    fcm.fail_next.append(("sleep", 0.8))  # longer than the client timeout below
+    service, sleep, sender = _fcm(fcm, timeout=0.3)
+    result = await service.handle(make_delivery("push", push_tokens=["tok-a"]))
+    await sender.close()
+    assert result.outcomes[-1]["status"] == "sent" and result.outcomes[-1]["attempts"] == 2
+    assert len(sleep.calls) == 1
+
+
+async def test_webpush_timeout_is_retried(
+    webpush: WebPushStandIn, vapid_keys: tuple[str, str]
+) -> None:
+    webpush.fail_next.append(("sleep", 0.8))
+    service, sleep = _webpush(vapid_keys[0], timeout=0.3)
+    result = await service.handle(
+        make_delivery("browser", browser_subscriptions=[webpush.subscribe()])
+    )
+    assert result.outcomes[-1]["status"] == "sent" and result.outcomes[-1]["attempts"] == 2
