@@ -58,6 +58,8 @@ from processors.core.decisions import decide, fan_out
 from processors.core.ids import flush_id as make_flush_id
 from processors.core.presence import Presence, UserPresence
 from processors.core.settings import CoreSettings
+from processors.live.broker import bootstrap_servers
+from processors.live.recovery import repair_changelog_tails
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +386,23 @@ class Pipeline:
     async def _on_batches_recovered(self) -> None:
         """After changelog recovery: load the batches of newly active partitions."""
         topic = self.prefix + t.MESSAGES
-        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        actives = self.app.assignor.assigned_actives()
+        active = {tp.partition for tp in actives if tp.topic == topic}
+        user_active = {tp.partition for tp in actives if tp.topic == self.prefix + t.PRESENCE}
+        try:
+            await repair_changelog_tails(
+                bootstrap_servers(self.settings),
+                [
+                    (self.batches_table, active),
+                    (self.conversations_table, active),
+                    (self.presence_table, user_active),
+                    (self.users_table, user_active),
+                    (self.roles_table, {0}),
+                    (self.app_settings_table, {0}),
+                ],
+            )
+        except Exception:  # noqa: BLE001 - a broker without the quirk still works
+            log.exception("reading changelog tails after recovery")
         for partition in set(self.batches) - active:
             self._drop_partition(partition)
         new = active - self.active_conversation_partitions
