@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from processors.core.ids import decision_id, delivery_id
+from processors.core.ids import decision_id
 from processors.core.presence import Presence
 from processors.topics import CHANNELS
 
@@ -46,8 +46,9 @@ def _decision(
 ) -> dict[str, Any]:
     fid = candidate["flush_id"]
     send = reason is None
+    did = decision_id(fid, recipient_id, channel)
     return {
-        "decision_id": decision_id(fid, recipient_id, channel),
+        "decision_id": did,
         "flush_id": fid,
         "conversation_id": candidate["conversation_id"],
         "recipient_id": recipient_id,
@@ -56,9 +57,8 @@ def _decision(
         "reason": None if send else str(reason),
         "presence": None if presence is None else str(presence),
         "detail": detail,
-        "delivery_id": delivery_id(fid, recipient_id, channel)
-        if send and recipient_id and channel
-        else None,
+        # delivery_id(flush, recipient, channel) is by definition the send decision's id
+        "delivery_id": did if send and recipient_id and channel else None,
         "ts": now,
     }
 
@@ -160,6 +160,7 @@ def decide(
     decisions: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     names: Mapping[str, str] = candidate.get("sender_names") or {}
+    summary: list[dict[str, Any]] | None = None  # the messages as Deliveries carry them
     for channel in CHANNELS:
         if not role.get(channel):
             decisions.append(
@@ -172,6 +173,17 @@ def decide(
             continue
         decision = _decision(candidate, rid, channel, None, presence, now)
         decisions.append(decision)
+        if summary is None:
+            summary = [
+                {
+                    "message_id": m["message_id"],
+                    "sender_id": m.get("sender_id"),
+                    "sender_name": names.get(m.get("sender_id") or ""),
+                    "text": m.get("text", ""),
+                    "ts": m["ts"],
+                }
+                for m in others
+            ]
         deliveries.append(
             {
                 "delivery_id": decision["delivery_id"],
@@ -187,16 +199,7 @@ def decide(
                 "browser_subscriptions": [],
                 **address,
                 "subject": candidate.get("subject"),
-                "messages": [
-                    {
-                        "message_id": m["message_id"],
-                        "sender_id": m.get("sender_id"),
-                        "sender_name": names.get(m.get("sender_id") or ""),
-                        "text": m.get("text", ""),
-                        "ts": m["ts"],
-                    }
-                    for m in others
-                ],
+                "messages": summary,
                 "closed_at": candidate["closed_at"],
                 "ts": now,
             }

@@ -10,7 +10,7 @@ deadline. Same input, same output, byte for byte.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from processors.core.batching import ConversationBatch
@@ -31,6 +31,7 @@ from processors.topics import (
 )
 
 Output = tuple[str, str | None, dict[str, Any]]
+NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocate for them
 
 
 class EngineError(ValueError):
@@ -64,19 +65,25 @@ class Engine:
 
     # -- input ----------------------------------------------------------------------
 
-    def feed(self, topic: str, key: str | None, value: Mapping[str, Any]) -> list[Output]:
-        """Apply one input record; return what it (and the time it brings) produced."""
-        handler = self._handlers.get(topic)
-        if handler is None:
-            raise EngineError(f"not an input topic: {topic!r}")
-        out: list[Output] = []
-        ts = int(value.get("ts") or 0)
+    def feed(self, topic: str, key: str | None, value: Mapping[str, Any]) -> Sequence[Output]:
+        """Apply one input record; return what it (and the time it brings) produced.
+
+        Values are validated records (the codec fills every field), so ``ts`` is an int.
+        """
+        try:
+            handler = self._handlers[topic]
+        except KeyError:
+            raise EngineError(f"not an input topic: {topic!r}") from None
+        ts = value["ts"]
         if ts > self.clock:
             self.clock = ts
             if self._heap and self._heap[0][0] <= ts:
+                out: list[Output] = []
                 self._fire_due(ts, out)
+                handler(value)
+                return out
         handler(value)
-        return out
+        return NO_OUTPUT
 
     def feed_all(
         self, records: Iterable[tuple[str, str | None, Mapping[str, Any]]]
@@ -93,21 +100,19 @@ class Engine:
 
     # -- handlers -------------------------------------------------------------------
 
-    def _batch(self, conversation_id: str) -> ConversationBatch:
+    def _on_message(self, value: Mapping[str, Any]) -> None:
+        conversation_id = value["conversation_id"]
         batch = self.batches.get(conversation_id)
         if batch is None:
             batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
-        return batch
-
-    def _on_message(self, value: Mapping[str, Any]) -> None:
-        conversation_id = value["conversation_id"]
-        batch = self._batch(conversation_id)
         if batch.add_message(value, self.cfg):
             self._schedule(conversation_id, batch)
 
     def _on_typing(self, value: Mapping[str, Any]) -> None:
         conversation_id = value["conversation_id"]
-        batch = self._batch(conversation_id)
+        batch = self.batches.get(conversation_id)
+        if batch is None:
+            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
         if batch.apply_typing(value, self.cfg) and batch.pending:
             self._schedule(conversation_id, batch)
 
@@ -151,19 +156,36 @@ class Engine:
     # -- time -----------------------------------------------------------------------
 
     def _schedule(self, conversation_id: str, batch: ConversationBatch) -> None:
+        # One heap entry per conversation, at the earliest its batch may close. Most
+        # events only push a deadline later (a typing refresh, another message): the
+        # entry stays and is re-pushed at the true deadline when it comes up, which
+        # keeps the heap at one entry per open batch instead of one per event.
         deadline = batch.deadline(self.cfg)
-        if deadline is not None and self._scheduled.get(conversation_id) != deadline:
+        if deadline is None:
+            return
+        held = self._scheduled.get(conversation_id)
+        if held is None or deadline < held:
             self._scheduled[conversation_id] = deadline
             heapq.heappush(self._heap, (deadline, conversation_id))
 
     def _fire_due(self, now: int | None, out: list[Output]) -> None:
         heap = self._heap
+        scheduled = self._scheduled
+        cfg = self.cfg
         while heap and (now is None or heap[0][0] <= now):
-            deadline, conversation_id = heapq.heappop(heap)
-            if self._scheduled.get(conversation_id) != deadline:
-                continue  # superseded by a later event
-            del self._scheduled[conversation_id]
-            self._close(self.batches[conversation_id], out)
+            due, conversation_id = heapq.heappop(heap)
+            if scheduled.get(conversation_id) != due:
+                continue  # a stale entry: an earlier deadline replaced it
+            batch = self.batches[conversation_id]
+            deadline = batch.deadline(cfg)
+            if deadline is None:
+                del scheduled[conversation_id]
+            elif deadline > due:
+                scheduled[conversation_id] = deadline  # moved later: wait for it
+                heapq.heappush(heap, (deadline, conversation_id))
+            else:
+                del scheduled[conversation_id]
+                self._close(batch, out)
 
     def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
         flush = batch.close(self.cfg)

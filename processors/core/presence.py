@@ -26,6 +26,10 @@ class Presence(StrEnum):
 
 # session entry: [ts, online, selected_conversation_id, focused]
 
+# Prune silent sessions only once a user has more than this many (tabs, devices):
+# status() skips expired ones anyway, so pruning is only about bounding memory.
+PRUNE_ABOVE_SESSIONS = 4
+
 
 class UserPresence:
     __slots__ = ("user_id", "sessions")
@@ -37,18 +41,16 @@ class UserPresence:
     def apply(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
         """Apply a PresenceEvent; True if it changed the state (older events are ignored)."""
         session_id = event["session_id"]
-        ts = int(event["ts"])
-        held = self.sessions.get(session_id)
+        ts = event["ts"]
+        sessions = self.sessions
+        held = sessions.get(session_id)
         if held is not None and ts < held[0]:
             return False
-        online = bool(event["online"])
-        self.sessions[session_id] = [
-            ts,
-            online,
-            event.get("selected_conversation_id") if online else None,
-            bool(event.get("focused")) if online else False,
-        ]
-        if len(self.sessions) > 1:
+        if event["online"]:
+            sessions[session_id] = [ts, True, event["selected_conversation_id"], event["focused"]]
+        else:
+            sessions[session_id] = [ts, False, None, False]
+        if len(sessions) > PRUNE_ABOVE_SESSIONS:
             self._prune(ts, cfg)
         return True
 

@@ -1,0 +1,190 @@
+"""Core benchmark: synthetic chat traffic through the pure engine on one core.
+
+100k conversations with Zipf-skewed activity; each active moment is a typing burst
+(start, refreshes, stop) followed by a message, with presence churn from 50k users
+across several sessions. Prints events/s through ``Engine.feed`` and the serialised
+state per open conversation (excluding message bodies, as the issue asks).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import time
+from typing import Any
+
+from processors.core.engine import Engine
+
+CONVERSATIONS = 100_000
+USERS = 50_000
+EVENTS = 1_000_000
+SEED = 7
+
+
+def traffic(n_events: int = EVENTS, seed: int = SEED) -> list[tuple[str, str, dict[str, Any]]]:
+    """Bursty conversations: a burst is a few turns of typing (with refreshes) and a
+    message, by alternating participants, seconds apart; presence churn in between."""
+    rnd = random.Random(seed)
+    weights = [1.0 / (i + 1) ** 0.8 for i in range(CONVERSATIONS)]  # skewed activity
+    conv_ids = [f"conv-{i:06d}" for i in range(CONVERSATIONS)]
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    ts = 1_700_000_000_000
+    seq = 0
+    while len(events) < n_events:
+        idx = rnd.choices(range(CONVERSATIONS), weights=weights)[0]
+        conv = conv_ids[idx]
+        members = [f"user-{(idx * 7 + k) % USERS:05d}" for k in range(3)]
+        t = ts
+        for _turn in range(1 + int(rnd.expovariate(1 / 4))):  # ~5 messages per burst
+            sender = rnd.choice(members)
+            for _ in range(rnd.randint(1, 3)):  # typing start and refreshes
+                t += rnd.randint(300, 2500)
+                events.append(
+                    (
+                        "chat.typing",
+                        conv,
+                        {"conversation_id": conv, "user_id": sender, "typing": True, "ts": t},
+                    )
+                )
+            t += rnd.randint(200, 3000)
+            seq += 1
+            events.append(
+                (
+                    "chat.messages",
+                    conv,
+                    {
+                        "message_id": f"msg-{seq:08d}",
+                        "conversation_id": conv,
+                        "sender_id": sender,
+                        "type": "UserMessage",
+                        "text": "hello there, see you at five?",
+                        "mentions": [],
+                        "origin": "web",
+                        "ts": t,
+                    },
+                )
+            )
+            for _ in range(rnd.randint(1, 3)):  # presence churn
+                user = f"user-{rnd.randrange(USERS):05d}"
+                events.append(
+                    (
+                        "chat.presence",
+                        user,
+                        {
+                            "user_id": user,
+                            "session_id": f"s{rnd.randrange(3)}",
+                            "online": rnd.random() < 0.8,
+                            "selected_conversation_id": conv if rnd.random() < 0.3 else None,
+                            "focused": rnd.random() < 0.5,
+                            "ts": t,
+                        },
+                    )
+                )
+        ts += rnd.randint(1, 20)  # bursts of many conversations overlap
+    events.sort(key=lambda e: e[2]["ts"])
+    return events
+
+
+def setup_records() -> list[tuple[str, str, dict[str, Any]]]:
+    records: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "chat.roles",
+            "member",
+            {
+                "name": "member",
+                "email": True,
+                "sms": False,
+                "push": True,
+                "browser": False,
+                "ts": 0,
+            },
+        )
+    ]
+    for u in range(USERS):
+        uid = f"user-{u:05d}"
+        records.append(
+            (
+                "chat.users",
+                uid,
+                {
+                    "user_id": uid,
+                    "name": f"User {u}",
+                    "email": f"{uid}@example.org",
+                    "phone": None,
+                    "role": "member",
+                    "locale": "en",
+                    "push_tokens": [f"tok-{u}"],
+                    "browser_subscriptions": [],
+                    "ts": 0,
+                },
+            )
+        )
+    for i in range(CONVERSATIONS):
+        conv = f"conv-{i:06d}"
+        parts = [
+            {
+                "user_id": f"user-{(i * 7 + k) % USERS:05d}",
+                "access": "ReadWrite",
+                "notify": "All",
+                "name": None,
+            }
+            for k in range(3)
+        ]
+        records.append(
+            (
+                "chat.conversations",
+                conv,
+                {"conversation_id": conv, "subject": None, "participants": parts, "ts": 0},
+            )
+        )
+    return records
+
+
+def main() -> None:
+    events = traffic()
+    engine = Engine()
+    for topic, key, value in setup_records():
+        engine.feed(topic, key, value)
+    gc.collect()
+    gc.freeze()
+    outputs = 0
+    feed = engine.feed
+    start = time.perf_counter()
+    for topic, key, value in events:
+        outputs += len(feed(topic, key, value))
+    elapsed = time.perf_counter() - start
+    open_batches = [b for b in engine.batches.values() if b.pending]
+    sizes = []
+    for batch in open_batches[:20_000]:
+        state = batch.to_dict()
+        state.pop("p", None)  # message bodies excluded
+        sizes.append(len(json.dumps(state, separators=(",", ":"))))
+    kinds = {
+        t: sum(1 for e in events if e[0] == t)
+        for t in ("chat.messages", "chat.typing", "chat.presence")
+    }
+    print(
+        f"events: {len(events):,} ({', '.join(f'{k.split(chr(46))[1]} {v:,}' for k, v in kinds.items())})"
+    )
+    print(f"core throughput: {len(events) / elapsed:,.0f} events/s on one core ({elapsed:.2f} s)")
+    print(f"outputs produced: {outputs:,} (flushes, decisions, deliveries)")
+    if sizes:
+        sizes.sort()
+        print(
+            f"state per open conversation (JSON, no bodies): mean {sum(sizes) / len(sizes):.0f} B, "
+            f"p99 {sizes[int(len(sizes) * 0.99)]} B, max {sizes[-1]} B over {len(open_batches):,} open"
+        )
+    all_sizes = [
+        len(json.dumps(b.to_dict(), separators=(",", ":")))
+        for b in list(engine.batches.values())[:20_000]
+        if not b.pending
+    ]
+    if all_sizes:
+        print(
+            f"state per idle conversation (dedupe window): mean {sum(all_sizes) / len(all_sizes):.0f} B"
+        )
+
+
+if __name__ == "__main__":
+    main()
