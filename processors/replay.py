@@ -11,6 +11,7 @@ reported with their line number and skipped. Output holds the ``notify.flushes``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -174,19 +175,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     errors: list[ReplayInputError] = []
-    if str(args.input) == "-":
-        records = read_jsonl(sys.stdin, errors)
-    else:
-        if not args.input.exists():
-            print(f"replay: no such input file: {args.input}", file=sys.stderr)
-            return 2
-        handle = args.input.open(encoding="utf-8")
-        progress = _Progress(args.input.stat().st_size, sys.stderr)
-        records = read_jsonl(handle, errors, progress)
+    if str(args.input) != "-" and not args.input.exists():
+        print(f"replay: no such input file: {args.input}", file=sys.stderr)
+        return 2
     counts: Counter[tuple[str, str, str]] = Counter()
     flushes = 0
-    out = sys.stdout if str(args.output) == "-" else _open_output(args.output)
-    try:
+    with contextlib.ExitStack() as stack:
+        if str(args.input) == "-":
+            records = read_jsonl(sys.stdin, errors)
+        else:
+            handle = stack.enter_context(args.input.open(encoding="utf-8"))
+            progress = _Progress(args.input.stat().st_size, sys.stderr)
+            records = read_jsonl(handle, errors, progress)
+        out = sys.stdout
+        if str(args.output) != "-":
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(args.output.open("w", encoding="utf-8"))
         for topic, key, value in replay(records, overrides):
             if topic == FLUSHES:
                 flushes += 1
@@ -196,15 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             out.write(json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False))
             out.write("\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
     for error in errors:
         print(f"replay: skipped {error}", file=sys.stderr)
     print(summarise(counts, flushes, len(errors)), file=sys.stderr)
     return 1 if errors and args.strict else 0
-
-
-def _open_output(path: Path) -> IO[str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8")

@@ -1,0 +1,175 @@
+"""``chat-notifier replay`` from the command line, on JSONL files (DESIGN §9)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import processors
+
+SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
+T0 = 1_764_000_000_000
+
+
+def replay(
+    tmp_path: Path, *args: str, input_path: Path = SCENARIO
+) -> tuple[list[dict[str, Any]], str, int]:
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processors.cli",
+            "replay",
+            "--input",
+            str(input_path),
+            "--output",
+            str(out),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return records, proc.stderr, proc.returncode
+
+
+def test_demo_scenario_follows_the_rules(tmp_path: Path) -> None:
+    records, stderr, code = replay(tmp_path)
+    assert code == 0, stderr
+    flushes = [r["value"] for r in records if r["topic"] == "notify.flushes"]
+    assert [(f["message_ids"], f["closed_at"] - T0, f["cause"]) for f in flushes] == [
+        (["trip-001", "trip-002"], 22_000, "inactivity"),  # bob stopped typing at 12 s
+        (["trip-004", "trip-005"], 46_000, "inactivity"),  # the system message joined nothing
+        (["mystery-006"], 70_000, "inactivity"),
+    ]
+    decisions = [r["value"] for r in records if r["topic"] == "notify.decisions"]
+    first = {
+        (d["recipient_id"], d["channel"]): d for d in decisions if d["flush_id"] == "trip:trip-001"
+    }
+    assert first[("alice", None)]["reason"] == "OWN_MESSAGES"
+    assert first[("carol", None)]["reason"] == "PARTICIPANT_MUTED"
+    assert first[("dave", None)]["reason"] == "VIEWING"
+    assert first[("frank", None)]["reason"] == "UNKNOWN_ROLE"
+    assert "did you mean 'member'" in first[("frank", None)]["detail"]
+    assert first[("grace", None)]["reason"] == "NO_ROLE"
+    assert first[("erin", "email")]["outcome"] == "send"  # mentioned; Read access is notified
+    assert (
+        first[("bob", "sms")]["outcome"] == "send"
+        and first[("bob", "push")]["reason"] == "CHANNEL_DISABLED"
+    )
+    second = {
+        (d["recipient_id"], d["channel"]): d for d in decisions if d["flush_id"] == "trip:trip-004"
+    }
+    assert second[("alice", "email")]["presence"] == "ONLINE_UNFOCUSED"
+    assert second[("dave", "browser")]["presence"] == "ONLINE_ELSEWHERE"
+    assert second[("erin", None)]["reason"] == "NOT_MENTIONED"
+    (unknown,) = [d for d in decisions if d["flush_id"] == "mystery:mystery-006"]
+    assert unknown["reason"] == "UNKNOWN_CONVERSATION" and unknown["recipient_id"] is None
+    assert "flushes" in stderr and "UNKNOWN_ROLE" in stderr  # the summary table
+
+
+def test_replay_is_deterministic_and_sends_nothing(tmp_path: Path) -> None:
+    a, _, _ = replay(tmp_path)
+    b, _, _ = replay(tmp_path)
+    assert a == b
+    assert {r["topic"] for r in a} == {"notify.flushes", "notify.decisions"}
+
+
+def test_deliveries_flag_adds_channel_records(tmp_path: Path) -> None:
+    records, _, _ = replay(tmp_path, "--deliveries")
+    emails = [r["value"] for r in records if r["topic"] == "notify.email"]
+    assert {e["recipient_id"] for e in emails} == {"bob", "erin", "alice", "dave"}
+    assert all(e["delivery_id"].endswith(":email") for e in emails)
+
+
+def test_set_overrides_the_inactivity_period(tmp_path: Path) -> None:
+    records, _, code = replay(tmp_path, "--set", "inactivity_seconds=30")
+    assert code == 0
+    flushes = [r["value"] for r in records if r["topic"] == "notify.flushes"]
+    # 30 s of quiet: the first two bursts merge into one batch
+    assert flushes[0]["message_ids"] == ["trip-001", "trip-002", "trip-004", "trip-005"]
+    assert flushes[0]["closed_at"] - T0 == 66_000
+
+
+@pytest.mark.parametrize(
+    "bad", ["inactivity=5", "inactivity_seconds=-1", "inactivity_seconds=soon"]
+)
+def test_bad_overrides_are_clear_errors(tmp_path: Path, bad: str) -> None:
+    _, stderr, code = replay(tmp_path, "--set", bad)
+    assert code == 2 and "replay:" in stderr
+
+
+def test_bad_lines_are_reported_with_line_numbers_and_skipped(tmp_path: Path) -> None:
+    lines = SCENARIO.read_text().splitlines()
+    lines.insert(3, "{not json")
+    lines.insert(
+        5,
+        json.dumps(
+            {"topic": "chat.typing", "key": "trip", "value": {"conversation_id": "trip", "ts": 1}}
+        ),
+    )
+    lines.insert(7, json.dumps({"topic": "chat.nope", "key": None, "value": {}}))
+    bad_type = {
+        "topic": "chat.messages",
+        "key": "trip",
+        "value": {
+            "message_id": "x",
+            "conversation_id": "trip",
+            "sender_id": "a",
+            "type": "Shout",
+            "text": "",
+            "ts": 1,
+        },
+    }
+    lines.insert(9, json.dumps(bad_type))
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    records, stderr, code = replay(tmp_path, input_path=path)
+    assert code == 0
+    assert "line 4: not JSON" in stderr
+    assert "line 6:" in stderr and "user_id" in stderr
+    assert "line 8: topic 'chat.nope'" in stderr
+    assert "line 10:" in stderr and "Shout" in stderr
+    assert "bad input lines" in stderr and stderr.rstrip().endswith("4")
+    # the good lines still replayed as before
+    assert len([r for r in records if r["topic"] == "notify.flushes"]) == 3
+    _, _, strict_code = replay(tmp_path, "--strict", input_path=path)
+    assert strict_code == 1
+
+
+def test_large_input_shows_progress(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    with path.open("w") as f:
+        for i in range(12_000):
+            value = {
+                "message_id": f"m{i}",
+                "conversation_id": f"c{i % 50}",
+                "sender_id": "u1",
+                "type": "UserMessage",
+                "text": "x" * 40,
+                "mentions": [],
+                "origin": "web",
+                "ts": i * 100,
+            }
+            f.write(
+                json.dumps({"topic": "chat.messages", "key": f"c{i % 50}", "value": value}) + "\n"
+            )
+    records, stderr, code = replay(tmp_path, input_path=path)
+    assert code == 0
+    assert "replay [" in stderr and "100.0%" in stderr
+    flushed = [
+        m for r in records if r["topic"] == "notify.flushes" for m in r["value"]["message_ids"]
+    ]
+    assert sorted(flushed) == sorted(f"m{i}" for i in range(12_000))
+
+
+def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
+    _, stderr, code = replay(tmp_path, input_path=tmp_path / "nope.jsonl")
+    assert code == 2 and "no such input file" in stderr
