@@ -154,7 +154,11 @@ def test_settings_change_mid_stream_reschedules_open_batches() -> None:
 
 def test_flush_id_is_deterministic_and_uses_first_message() -> None:
     engine = Engine()
-    out = [*engine.feed(M, None, msg("m1", 0)), *engine.feed(M, None, msg("m2", 1)), *engine.finish()]
+    out = [
+        *engine.feed(M, None, msg("m1", 0)),
+        *engine.feed(M, None, msg("m2", 1)),
+        *engine.finish(),
+    ]
     flush = out[0][2]
     assert flush["flush_id"] == "c1:m1"
     assert [m["text"] for m in flush["messages"]] == ["text of m1", "text of m2"]
