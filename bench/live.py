@@ -1,0 +1,574 @@
+"""Live pipeline benchmark (issue 3): one broker, the same records, every measurement.
+
+Measures, on a fresh embedded Tansu broker:
+
+* raw aiokafka consume rate (``getmany``) over the input records;
+* the bare Faust agent loop: the worker's two agents over the same topics, only
+  iterating (Faust's own ceiling here);
+* the worker end to end (decode, batching, presence, table writes on transitions,
+  flush scheduler, fan-out, decisions) — and the naive design (one Table write per
+  input event) for the before/after comparison;
+* flush lateness (batch deadline -> Flush visible on ``notify.flushes``) p50/p99 while
+  input arrives in real time at a fraction of the worker's rate;
+* two workers in one group vs one.
+
+Every Faust run is a child process that first joins its group, then the records are
+published; rates are input events over the time from the first to the last input
+event applied. Sizes: ``BENCH_LIVE_EVENTS`` (default 30000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = int(os.environ.get("BENCH_LIVE_EVENTS", "30000"))
+CONVERSATIONS = 500
+USERS = 1000
+PARTITIONS = 4
+INACTIVITY_S = 1
+INPUT = ("chat.messages", "chat.typing", "chat.presence")
+FAUST_FAST = {
+    "broker_session_timeout": 6.0,
+    "broker_heartbeat_interval": 1.0,
+    "broker_rebalance_timeout": 3.0,
+    "web_enabled": False,
+}
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def reference_records(now: int) -> list[tuple[str, str, dict[str, Any]]]:
+    rnd = random.Random(7)
+    out: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "chat.roles",
+            "member",
+            {
+                "name": "member",
+                "email": True,
+                "sms": False,
+                "push": True,
+                "browser": False,
+                "ts": now,
+            },
+        )
+    ]
+    for u in range(USERS):
+        uid = f"u{u}"
+        out.append(
+            (
+                "chat.users",
+                uid,
+                {
+                    "user_id": uid,
+                    "name": f"User {u}",
+                    "email": f"{uid}@example.test",
+                    "phone": None,
+                    "role": "member",
+                    "locale": "en",
+                    "push_tokens": [f"tok-{uid}"] if u % 3 == 0 else [],
+                    "browser_subscriptions": [],
+                    "ts": now,
+                },
+            )
+        )
+    for c in range(CONVERSATIONS):
+        members = rnd.sample(range(USERS), 4)
+        out.append(
+            (
+                "chat.conversations",
+                f"c{c}",
+                {
+                    "conversation_id": f"c{c}",
+                    "subject": None,
+                    "participants": [
+                        {"user_id": f"u{m}", "access": "ReadWrite", "notify": "All"}
+                        for m in members
+                    ],
+                    "ts": now,
+                },
+            )
+        )
+    return out
+
+
+def input_records(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]]:
+    """Messages 20%, typing 50% (mostly refreshes), presence 30% (mostly heartbeats)."""
+    rnd = random.Random(seed)
+    members = [rnd.sample(range(USERS), 4) for _ in range(CONVERSATIONS)]
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for i in range(n):
+        r = rnd.random()
+        c = rnd.randrange(CONVERSATIONS)
+        cid = f"c{c}"
+        uid = f"u{rnd.choice(members[c])}"
+        if r < 0.2:
+            out.append(
+                (
+                    "chat.messages",
+                    cid,
+                    {
+                        "message_id": f"m{seed}-{i}",
+                        "conversation_id": cid,
+                        "sender_id": uid,
+                        "type": "UserMessage",
+                        "text": "a message of ordinary length, nothing special about it",
+                        "mentions": [],
+                        "origin": "web",
+                    },
+                )
+            )
+        elif r < 0.7:
+            typing = rnd.random() < 0.85
+            out.append(
+                ("chat.typing", cid, {"conversation_id": cid, "user_id": uid, "typing": typing})
+            )
+        else:
+            puid = f"u{rnd.randrange(USERS)}"
+            switch = rnd.random() < 0.2
+            out.append(
+                (
+                    "chat.presence",
+                    puid,
+                    {
+                        "user_id": puid,
+                        "session_id": f"{puid}-s{rnd.randrange(2)}",
+                        "online": rnd.random() < 0.95,
+                        "selected_conversation_id": f"c{rnd.randrange(CONVERSATIONS)}"
+                        if switch
+                        else f"c{c}",
+                        "focused": rnd.random() < 0.5,
+                    },
+                )
+            )
+    return out
+
+
+def encode_all(
+    records: list[tuple[str, str, dict[str, Any]]], ts: int | None = None
+) -> list[tuple[str, bytes, bytes]]:
+    from processors import codec
+    from processors import topics as t
+
+    out = []
+    for topic, key, value in records:
+        v = dict(value)
+        if ts is not None:
+            v["ts"] = ts
+        out.append((topic, key.encode(), codec.encode(t.TOPICS[topic].record or "", v)))
+    return out
+
+
+async def publish(bootstrap: str, prefix: str, encoded: list[tuple[str, bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(prefix + topic, value, key=key) for topic, key, value in encoded
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def publish_live(
+    bootstrap: str, prefix: str, records: list[tuple[str, str, dict[str, Any]]], rate: float
+) -> None:
+    """Publish at ``rate`` records/s with ts = wall clock at send (lateness phase)."""
+    from aiokafka import AIOKafkaProducer
+
+    from processors import codec
+    from processors import topics as t
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        start = time.monotonic()
+        for i, (topic, key, value) in enumerate(records):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            v = {**value, "ts": time.time_ns() // 1_000_000}
+            await producer.send(
+                prefix + topic, codec.encode(t.TOPICS[topic].record or "", v), key=key.encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+# -- measurements in this process -------------------------------------------------------
+
+
+async def raw_consume_rate(bootstrap: str, prefix: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *(prefix + t for t in INPUT),
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        first = 0.0
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10000)
+            if batch and not first:
+                first = time.perf_counter()
+            seen += sum(len(v) for v in batch.values())
+        return n / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def follow_lateness(bootstrap: str, prefix: str, stop: asyncio.Event) -> list[int]:
+    """(arrival wall clock - closed_at) of every Flush read from notify.flushes, in ms."""
+    from aiokafka import AIOKafkaConsumer
+
+    from processors import codec
+
+    consumer = AIOKafkaConsumer(
+        prefix + "notify.flushes",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    out: list[int] = []
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time_ns() // 1_000_000
+            for records in batch.values():
+                for r in records:
+                    out.append(now - int(codec.decode("Flush", r.value)["closed_at"]))
+    finally:
+        await consumer.stop()
+    return out
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+def spawn(
+    role: str, bootstrap: str, prefix: str, app_id: str, status: Path
+) -> subprocess.Popen[bytes]:
+    log = open(status.with_suffix(".log"), "wb")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.live",
+            "--child",
+            role,
+            bootstrap,
+            prefix,
+            app_id,
+            str(status),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_assigned(statuses: list[Path], total: int, timeout: float = 90.0) -> None:
+    """Until the children's active conversation partitions add up to ``total``, stably."""
+    deadline = time.monotonic() + timeout
+    stable_since = None
+    while time.monotonic() < deadline:
+        parts = [read_status(s).get("assigned", []) for s in statuses]
+        ok = all(parts) and sorted(p for ps in parts for p in ps) == list(range(total))
+        if ok:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since > 2.0:
+                return
+        else:
+            stable_since = None
+        time.sleep(0.1)
+    raise RuntimeError(f"children did not settle: {[read_status(s) for s in statuses]}")
+
+
+def wait_count(statuses: list[Path], n: int, timeout: float = 300.0) -> float:
+    """Until the children applied ``n`` input events together; return events/s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = [read_status(s) for s in statuses]
+        if sum(s.get("count", 0) for s in st) >= n:
+            first = min(s["first"] for s in st if s.get("first"))
+            last = max(s["last"] for s in st if s.get("last"))
+            return n / (last - first)
+        time.sleep(0.1)
+    raise RuntimeError(f"only {[read_status(s).get('count') for s in statuses]} of {n} events")
+
+
+def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    for c in children:
+        c.terminate()
+    for c in children:
+        try:
+            c.wait(20)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait(5)
+
+
+def child_main(role: str, bootstrap: str, prefix: str, app_id: str, status_path: str) -> None:
+    """A Faust app (``bare``, ``worker`` or ``naive``) that reports progress to a file."""
+    import faust
+
+    from processors import topics as t
+    from processors.app import create_app, raw_topics
+    from processors.live.worker import run_app
+    from processors.settings import load_settings
+
+    settings = load_settings(
+        kafka_broker_url=f"kafka://{bootstrap}",
+        topic_prefix=prefix,
+        store="memory://",
+        conversation_partitions=PARTITIONS,
+        user_partitions=PARTITIONS,
+        data_dir=Path(tempfile.mkdtemp()),
+    )
+    app = create_app(settings, app_id=app_id, **FAUST_FAST)
+    state: dict[str, Any] = {"count": 0, "first": 0.0, "last": 0.0, "assigned": []}
+    counter: Any
+    inputs = {prefix + name for name in INPUT}
+    conv_topic = prefix + t.MESSAGES
+    if role == "bare":
+        counts = [0]
+        # faust-streaming's Conductor waits for table registration forever in an app
+        # without tables; one unused table makes the bare app start like the worker.
+        app.Table("unused", partitions=PARTITIONS)
+
+        async def iterate(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                if event.message.topic in inputs:
+                    counts[0] += 1
+
+        app.agent(
+            raw_topics(app, (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES)), name="bare_c"
+        )(iterate)
+        app.agent(raw_topics(app, (t.PRESENCE, t.USERS, t.CANDIDATES)), name="bare_u")(iterate)
+
+        def counter() -> int:
+            return counts[0]
+
+    else:
+        from processors.live.agents import attach_pipeline
+
+        pipeline = attach_pipeline(
+            app,
+            core_overrides={"inactivity_seconds": INACTIVITY_S},
+            write_every_event=role == "naive",
+        )
+
+        def counter() -> int:
+            return pipeline.input_events
+
+    @app.task
+    async def report() -> None:
+        path = Path(status_path)
+        while True:
+            n = counter()
+            now = time.perf_counter()
+            if n and not state["first"]:
+                state["first"] = now
+            if n != state["count"]:
+                state["last"] = now
+                state["count"] = n
+            assigned = sorted(
+                tp.partition for tp in app.assignor.assigned_actives() if tp.topic == conv_topic
+            )
+            state["assigned"] = assigned
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(path)
+            await asyncio.sleep(0.05)
+
+    profile = os.environ.get("BENCH_PROFILE")
+    if profile:  # cProfile of the whole child (py-spy is not installed here)
+        import cProfile
+
+        cProfile.runctx(
+            "run_app(app, log_level='WARNING')",
+            globals(),
+            {"run_app": run_app, "app": app},
+            f"{profile}.{role}.{os.getpid()}",
+        )
+        return
+    run_app(app, log_level=os.environ.get("BENCH_LOG", "WARNING"))
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+
+def faust_rate(
+    role: str,
+    bootstrap: str,
+    workdir: Path,
+    encoded_ref: list[Any],
+    encoded: list[Any],
+    workers: int = 1,
+) -> float:
+    from processors.live.agents import changelog_topics
+    from processors.live.broker import ensure_topics
+    from processors.settings import load_settings
+
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    app_id = f"{prefix}{role}"
+    settings = load_settings(
+        kafka_broker_url=f"kafka://{bootstrap}",
+        topic_prefix=prefix,
+        conversation_partitions=PARTITIONS,
+        user_partitions=PARTITIONS,
+    )
+    asyncio.run(ensure_topics(settings, changelog_topics(app_id)))
+    statuses = [workdir / f"{app_id}-{i}.json" for i in range(workers)]
+    children = [spawn(role, bootstrap, prefix, app_id, s) for s in statuses]
+    try:
+        wait_assigned(statuses, PARTITIONS)
+        asyncio.run(publish(bootstrap, prefix, encoded_ref))
+        time.sleep(1.0)
+        before = sum(read_status(s).get("count", 0) for s in statuses)
+        assert before == 0, before
+        asyncio.run(publish(bootstrap, prefix, encoded))
+        return wait_count(statuses, len(encoded))
+    finally:
+        stop_all(children)
+
+
+def lateness(
+    bootstrap: str, workdir: Path, encoded_ref: list[Any], records: list[Any], rate: float
+) -> list[int]:
+    from processors.live.agents import changelog_topics
+    from processors.live.broker import ensure_topics
+    from processors.settings import load_settings
+
+    prefix = f"l{uuid.uuid4().hex[:6]}."
+    app_id = f"{prefix}worker"
+    settings = load_settings(
+        kafka_broker_url=f"kafka://{bootstrap}",
+        topic_prefix=prefix,
+        conversation_partitions=PARTITIONS,
+        user_partitions=PARTITIONS,
+    )
+    asyncio.run(ensure_topics(settings, changelog_topics(app_id)))
+    status = workdir / f"{app_id}.json"
+    children = [spawn("worker", bootstrap, prefix, app_id, status)]
+    try:
+        wait_assigned([status], PARTITIONS)
+        asyncio.run(publish(bootstrap, prefix, encoded_ref))
+        time.sleep(1.0)
+
+        async def go() -> list[int]:
+            stop = asyncio.Event()
+            follower = asyncio.create_task(follow_lateness(bootstrap, prefix, stop))
+            await publish_live(bootstrap, prefix, records, rate)
+            await asyncio.sleep(INACTIVITY_S + 2.0)
+            stop.set()
+            return await follower
+
+        return asyncio.run(go())
+    finally:
+        stop_all(children)
+
+
+def pct(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def main() -> None:
+    from processors.live.broker import EmbeddedBroker, ensure_topics
+    from processors.settings import load_settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    now = time.time_ns() // 1_000_000
+    ref = encode_all(reference_records(now))
+    records = input_records(EVENTS)
+    print(
+        f"input: {EVENTS} events (20% messages, 50% typing, 30% presence), "
+        f"{CONVERSATIONS} conversations, {USERS} users, {PARTITIONS} partitions"
+    )
+    with EmbeddedBroker(log_file=workdir / "tansu.log") as broker:
+        bootstrap = broker.bootstrap
+        # Raw client ceiling, on its own copy of the records.
+        prefix = f"r{uuid.uuid4().hex[:6]}."
+        settings = load_settings(kafka_broker_url=broker.url, topic_prefix=prefix)
+        asyncio.run(ensure_topics(settings))
+        encoded = encode_all(records, ts=now)
+        asyncio.run(publish(bootstrap, prefix, encoded))
+        raw = asyncio.run(raw_consume_rate(bootstrap, prefix, len(encoded)))
+        print(f"raw aiokafka getmany:            {raw:10,.0f} events/s")
+
+        def fresh() -> list[Any]:
+            return encode_all(records, ts=time.time_ns() // 1_000_000)
+
+        bare = faust_rate("bare", bootstrap, workdir, ref, fresh())
+        print(f"bare Faust agent loop:           {bare:10,.0f} events/s")
+        worker = faust_rate("worker", bootstrap, workdir, ref, fresh())
+        print(f"worker, end to end:              {worker:10,.0f} events/s")
+        naive = faust_rate("naive", bootstrap, workdir, ref, fresh())
+        print(f"worker, naive (write per event): {naive:10,.0f} events/s")
+        two = faust_rate("worker", bootstrap, workdir, ref, fresh(), workers=2)
+        print(f"two workers, one group:          {two:10,.0f} events/s")
+        live_rate = max(200.0, round(0.6 * worker, -2))
+        n_live = int(live_rate * 15)
+        late = lateness(bootstrap, workdir, ref, input_records(n_live, seed=2), live_rate)
+        print(
+            f"flush lateness at {live_rate:,.0f} events/s for 15 s ({len(late)} flushes): "
+            f"p50 {pct(late, 0.5):.0f} ms, p99 {pct(late, 0.99):.0f} ms, max {max(late or [0])} ms"
+        )
+        print(
+            f"ratios: worker/bare {worker / bare:.2f} (target >= 0.80), naive/bare {naive / bare:.2f}, "
+            f"worker/raw {worker / raw:.3f}, two/one {two / worker:.2f} (target >= 1.8)"
+        )
+        if late:
+            print(f"         lateness mean {statistics.fmean(late):.0f} ms (target p99 <= 250 ms)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--child", nargs=5, metavar=("ROLE", "BOOTSTRAP", "PREFIX", "APP_ID", "STATUS")
+    )
+    ns = parser.parse_args()
+    if ns.child:
+        child_main(*ns.child)
+    else:
+        main()
