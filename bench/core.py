@@ -141,9 +141,10 @@ def setup_records() -> list[tuple[str, str, dict[str, Any]]]:
     return records
 
 
-def main() -> None:
-    events = traffic()
-    engine = Engine()
+def run_engine(
+    events: list[tuple[str, str, dict[str, Any]]], *, deliveries: bool
+) -> tuple[Engine, float, int]:
+    engine = Engine(deliveries=deliveries)
     for topic, key, value in setup_records():
         engine.feed(topic, key, value)
     gc.collect()
@@ -154,12 +155,12 @@ def main() -> None:
     for topic, key, value in events:
         outputs += len(feed(topic, key, value))
     elapsed = time.perf_counter() - start
-    open_batches = [b for b in engine.batches.values() if b.pending]
-    sizes = []
-    for batch in open_batches[:20_000]:
-        state = batch.to_dict()
-        state.pop("p", None)  # message bodies excluded
-        sizes.append(len(json.dumps(state, separators=(",", ":"))))
+    gc.unfreeze()
+    return engine, elapsed, outputs
+
+
+def main() -> None:
+    events = traffic()
     kinds = {
         t: sum(1 for e in events if e[0] == t)
         for t in ("chat.messages", "chat.typing", "chat.presence")
@@ -167,23 +168,38 @@ def main() -> None:
     print(
         f"events: {len(events):,} ({', '.join(f'{k.split(chr(46))[1]} {v:,}' for k, v in kinds.items())})"
     )
-    print(f"core throughput: {len(events) / elapsed:,.0f} events/s on one core ({elapsed:.2f} s)")
-    print(f"outputs produced: {outputs:,} (flushes, decisions, deliveries)")
+    engine = None
+    for label, deliveries in (
+        ("decisions only (replay)", False),
+        ("decisions + deliveries (live work)", True),
+    ):
+        engine, elapsed, outputs = run_engine(events, deliveries=deliveries)
+        print(
+            f"core, {label}: {len(events) / elapsed:,.0f} events/s on one core "
+            f"({elapsed:.2f} s, {outputs:,} output records)"
+        )
+    assert engine is not None
+    # state size: a snapshot of every conversation with an open batch (bodies excluded)
+    sizes = []
+    for batch in engine.batches.values():
+        state = batch.to_dict()
+        if "p" in state or "t" in state:
+            state.pop("p", None)
+            sizes.append(len(json.dumps(state, separators=(",", ":"))))
+    idle = [
+        len(json.dumps(b.to_dict(), separators=(",", ":")))
+        for b in engine.batches.values()
+        if not b.pending
+    ]
     if sizes:
         sizes.sort()
         print(
             f"state per open conversation (JSON, no bodies): mean {sum(sizes) / len(sizes):.0f} B, "
-            f"p99 {sizes[int(len(sizes) * 0.99)]} B, max {sizes[-1]} B over {len(open_batches):,} open"
+            f"p99 {sizes[int(len(sizes) * 0.99)]} B, max {sizes[-1]} B over {len(sizes):,} open"
         )
-    all_sizes = [
-        len(json.dumps(b.to_dict(), separators=(",", ":")))
-        for b in list(engine.batches.values())[:20_000]
-        if not b.pending
-    ]
-    if all_sizes:
-        print(
-            f"state per idle conversation (dedupe window): mean {sum(all_sizes) / len(all_sizes):.0f} B"
-        )
+    print(
+        f"state per idle conversation (dedupe window): mean {sum(idle) / len(idle):.0f} B, max {max(idle)} B"
+    )
 
 
 if __name__ == "__main__":

@@ -118,9 +118,11 @@ def read_jsonl(
         progress.close(done, line_no)
 
 
-def replay(records: Iterable[Record], overrides: dict[str, Any] | None = None) -> Iterator[Output]:
-    """Run the engine over ``records``; yields every output record in order."""
-    return Engine(overrides).feed_all(records)
+def replay(
+    records: Iterable[Record], overrides: dict[str, Any] | None = None, *, deliveries: bool = False
+) -> Iterator[Output]:
+    """Run the engine over ``records``; yields the output records in order."""
+    return Engine(overrides, deliveries=deliveries).feed_all(records)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         if str(args.output) != "-":
             args.output.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(args.output.open("w", encoding="utf-8"))
-        for topic, key, value in replay(records, overrides):
+        for topic, key, value in replay(records, overrides, deliveries=args.deliveries):
             if topic == FLUSHES:
                 flushes += 1
             elif topic == DECISIONS:

@@ -116,8 +116,9 @@ class ConversationBatch:
             held = self.typing.get(sender)
             if held is None or held[0] <= ts:
                 self.typing[sender] = [ts, False]
-        record = dict(message)
-        if self.pending and ts < int(self.pending[-1]["ts"]):
+        # Kept as given: callers pass freshly decoded records they do not reuse.
+        record = message if isinstance(message, dict) else dict(message)
+        if self.pending and ts < self.pending[-1]["ts"]:
             insort(self.pending, record, key=_ts_key)
         else:
             self.pending.append(record)

@@ -123,8 +123,13 @@ def decide(
     roles: Mapping[str, Mapping[str, Any]],
     presence: Presence,
     now: int,
+    *,
+    with_deliveries: bool = True,
 ) -> Decided:
     """Decide for one recipient of one flush: (Decision records, Delivery records).
+
+    ``with_deliveries=False`` skips building the Delivery records (replay writes only
+    decisions unless asked for more); the decisions are identical either way.
 
     The checks run in the order of DESIGN §5, which is also the order of salience for
     someone asking "why no notification?": facts about the conversation first (their
@@ -173,6 +178,8 @@ def decide(
             continue
         decision = _decision(candidate, rid, channel, None, presence, now)
         decisions.append(decision)
+        if not with_deliveries:
+            continue
         if summary is None:
             summary = [
                 {

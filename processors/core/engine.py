@@ -41,8 +41,11 @@ class EngineError(ValueError):
 class Engine:
     """Replay engine. Feed input records in order; collect the outputs."""
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, overrides: Mapping[str, Any] | None = None, *, deliveries: bool = True
+    ) -> None:
         self.overrides = dict(overrides or {})
+        self.deliveries = deliveries
         self.app_settings: dict[str, Any] = {}
         self.cfg = CoreSettings.from_app_settings(None, self.overrides)
         self.clock = 0
@@ -203,7 +206,14 @@ class Engine:
                 if held is None
                 else held.status(candidate["conversation_id"], now, cfg)
             )
-            decisions, deliveries = decide(candidate, self.users.get(rid), self.roles, seen, now)
+            decisions, deliveries = decide(
+                candidate,
+                self.users.get(rid),
+                self.roles,
+                seen,
+                now,
+                with_deliveries=self.deliveries,
+            )
             for decision in decisions:
                 out.append((DECISIONS, rid, decision))
             for delivery in deliveries:

@@ -24,7 +24,7 @@ class Presence(StrEnum):
     VIEWING = "VIEWING"
 
 
-# session entry: [ts, online, selected_conversation_id, focused]
+# session entry: (ts, online, selected_conversation_id, focused)
 
 # Prune silent sessions only once a user has more than this many (tabs, devices):
 # status() skips expired ones anyway, so pruning is only about bounding memory.
@@ -36,7 +36,7 @@ class UserPresence:
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
-        self.sessions: dict[str, list[Any]] = {}
+        self.sessions: dict[str, tuple[int, bool, str | None, bool]] = {}
 
     def apply(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
         """Apply a PresenceEvent; True if it changed the state (older events are ignored)."""
@@ -47,9 +47,9 @@ class UserPresence:
         if held is not None and ts < held[0]:
             return False
         if event["online"]:
-            sessions[session_id] = [ts, True, event["selected_conversation_id"], event["focused"]]
+            sessions[session_id] = (ts, True, event["selected_conversation_id"], event["focused"])
         else:
-            sessions[session_id] = [ts, False, None, False]
+            sessions[session_id] = (ts, False, None, False)
         if len(sessions) > PRUNE_ABOVE_SESSIONS:
             self._prune(ts, cfg)
         return True
@@ -87,5 +87,7 @@ class UserPresence:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UserPresence:
         presence = cls(data["u"])
-        presence.sessions = {k: list(v) for k, v in data.get("s", {}).items()}
+        presence.sessions = {
+            k: (int(v[0]), bool(v[1]), v[2], bool(v[3])) for k, v in data.get("s", {}).items()
+        }
         return presence
