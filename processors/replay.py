@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,8 +36,8 @@ PROGRESS_EVERY_S = 0.5
 class ReplayInputError(ValueError):
     """A line of the input that cannot be replayed; carries the line number."""
 
-    def __init__(self, line_no: int, reason: str) -> None:
-        super().__init__(f"line {line_no}: {reason}")
+    def __init__(self, line_no: int, reason: str, where: str | None = None) -> None:
+        super().__init__(f"{where or f'line {line_no}'}: {reason}")
         self.line_no = line_no
         self.reason = reason
 
@@ -145,8 +146,60 @@ def summarise(outputs: Counter[tuple[str, str, str]], flushes: int, errors: int)
     return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c:>{width[2]}}" for a, b, c in rows)
 
 
+def parse_position(text: str | None) -> int | datetime | None:
+    """``--start``/``--end``: an offset (digits) or an ISO-8601 time with a zone."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(f"not an offset or ISO-8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise SettingsError(f"time {text!r} needs a zone, e.g. {text}Z")
+    return when
+
+
+def read_kafka(args: argparse.Namespace, errors: list[ReplayInputError]) -> Iterator[Record]:
+    """Input records straight from the broker's topics (``--from-kafka``)."""
+    from processors.live.kafka_replay import read_topics  # aiokafka: only here
+    from processors.settings import load_settings
+
+    settings = load_settings()
+    if not settings.kafka_broker_url:
+        raise SettingsError("--from-kafka needs KAFKA_BROKER_URL (e.g. kafka://broker:9092)")
+    names = [n.strip() for n in args.topics.split(",") if n.strip()]
+    bad = [n for n in names if n not in INPUT_TOPICS]
+    if bad:
+        raise SettingsError(f"not input topics: {', '.join(bad)} ({', '.join(INPUT_TOPICS)})")
+    start, end = parse_position(args.start), parse_position(args.end)
+    progress = _Progress(0, sys.stderr)
+    progress.enabled = True
+
+    def on_error(topic: str, partition: int, offset: int, reason: str) -> None:
+        errors.append(ReplayInputError(offset, reason, f"{topic}[{partition}] offset {offset}"))
+
+    def on_progress(done: int, total: int) -> None:
+        progress.total = total
+        progress.update(done, done)
+
+    yield from read_topics(settings, names, start, end, on_error=on_error, progress=on_progress)
+    progress.close(progress.total, progress.total)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, help="JSON Lines of input records ('-' for stdin)")
+    parser.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the input topics from KAFKA_BROKER_URL instead of --input",
+    )
+    parser.add_argument(
+        "--topics", default=",".join(INPUT_TOPICS), help="with --from-kafka: comma-separated topics"
+    )
+    parser.add_argument("--start", help="with --from-kafka: offset or ISO-8601 time (inclusive)")
+    parser.add_argument("--end", help="with --from-kafka: offset or ISO-8601 time (exclusive)")
     parser.add_argument(
         "--output", type=Path, required=True, help="JSON Lines to write ('-' for stdout)"
     )
@@ -168,8 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.input is None:
-        print("replay: --input is required", file=sys.stderr)
+    if (args.input is None) == (not args.from_kafka):
+        print("replay: give exactly one of --input FILE and --from-kafka", file=sys.stderr)
         return 2
     try:
         overrides = parse_overrides(args.set)
@@ -177,13 +230,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
     errors: list[ReplayInputError] = []
-    if str(args.input) != "-" and not args.input.exists():
+    if args.input is not None and str(args.input) != "-" and not args.input.exists():
         print(f"replay: no such input file: {args.input}", file=sys.stderr)
         return 2
     counts: Counter[tuple[str, str, str]] = Counter()
     flushes = 0
     with contextlib.ExitStack() as stack:
-        if str(args.input) == "-":
+        if args.from_kafka:
+            try:
+                parse_position(args.start), parse_position(args.end)
+            except SettingsError as exc:
+                print(f"replay: {exc}", file=sys.stderr)
+                return 2
+            records = read_kafka(args, errors)
+        elif str(args.input) == "-":
             records = read_jsonl(sys.stdin, errors)
         else:
             handle = stack.enter_context(args.input.open(encoding="utf-8"))
@@ -193,15 +253,21 @@ def run(args: argparse.Namespace) -> int:
         if str(args.output) != "-":
             args.output.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(args.output.open("w", encoding="utf-8"))
-        for topic, key, value in replay(records, overrides, deliveries=args.deliveries):
-            if topic == FLUSHES:
-                flushes += 1
-            elif topic == DECISIONS:
-                counts[(value["outcome"], value["reason"] or "", value["channel"] or "")] += 1
-            elif not args.deliveries:
-                continue
-            out.write(json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False))
-            out.write("\n")
+        try:
+            for topic, key, value in replay(records, overrides, deliveries=args.deliveries):
+                if topic == FLUSHES:
+                    flushes += 1
+                elif topic == DECISIONS:
+                    counts[(value["outcome"], value["reason"] or "", value["channel"] or "")] += 1
+                elif not args.deliveries:
+                    continue
+                out.write(
+                    json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)
+                )
+                out.write("\n")
+        except SettingsError as exc:
+            print(f"replay: {exc}", file=sys.stderr)
+            return 2
     for error in errors:
         print(f"replay: skipped {error}", file=sys.stderr)
     print(summarise(counts, flushes, len(errors)), file=sys.stderr)
