@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("core", "live", "senders")
+SUITES = ("core", "codec", "live", "senders")
 
 
 def main() -> int:
