@@ -53,18 +53,21 @@ def read_topics(
     *,
     on_error: Callable[[str, int, int, str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    input_only: bool = True,
 ) -> Iterator[Record]:
     """Yield the input records of ``topics`` in ``[start, end)``, in event-time order.
 
     ``topics`` are unprefixed names (``chat.messages``); the settings' topic prefix is
     applied. ``on_error(topic, partition, offset, reason)`` hears of undecodable
-    records; ``progress(done, total)`` of records read so far.
+    records; ``progress(done, total)`` of records read so far. ``input_only=False``
+    allows output topics too (``explain`` reads ``notify.decisions``).
     """
     _check(start, "start")
     _check(end, "end")
     names = list(topics)
+    allowed = t.INPUT_TOPICS if input_only else tuple(n for n, s in t.TOPICS.items() if s.record)
     for name in names:
-        if name not in t.INPUT_TOPICS:
+        if name not in allowed:
             raise ReplayRangeError(f"{name!r} is not an input topic ({', '.join(t.INPUT_TOPICS)})")
     per_partition = asyncio.run(_fetch(settings, names, start, end, on_error, progress))
     # Each partition is in offset order, which is event-time order for a well-behaved

@@ -75,3 +75,45 @@ def test_from_kafka_without_a_broker_url_is_a_clear_error(tmp_path: Path) -> Non
     assert proc.returncode == 2 and "KAFKA_BROKER_URL" in proc.stderr
     proc = cli("--from-kafka", "--start", "yesterday", "--output", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "ISO-8601" in proc.stderr
+
+
+def test_explain_reads_decisions_and_outcomes_from_kafka(
+    tansu: Any, prefix: str, tmp_path: Path
+) -> None:
+    ensure(tansu.bootstrap, prefix, f"{prefix}x")
+    out = tmp_path / "out.jsonl"
+    assert cli("--input", str(SCENARIO), "--output", str(out)).returncode == 0
+    decisions = [r for r in read(out) if r["topic"] == "notify.decisions"]
+    sent = next(
+        r["value"]
+        for r in decisions
+        if r["value"]["recipient_id"] == "bob" and r["value"]["channel"] == "sms"
+    )
+    outcome = {
+        "delivery_id": sent["delivery_id"],
+        "flush_id": sent["flush_id"],
+        "recipient_id": "bob",
+        "channel": "sms",
+        "status": "sent",
+        "address": None,
+        "provider_id": "SM1",
+        "attempts": 2,
+        "detail": None,
+        "ts": sent["ts"] + 5,
+    }
+    produce(
+        tansu.bootstrap,
+        prefix,
+        [(r["topic"], r["key"] or r["value"]["conversation_id"], r["value"]) for r in decisions]
+        + [("notify.outcomes", sent["delivery_id"], outcome)],
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "explain", "--user", "bob"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "KAFKA_BROKER_URL": tansu.url, "TOPIC_PREFIX": prefix},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sms: sent -> sent" in proc.stdout
+    assert "email: sent" in proc.stdout and "[OWN_MESSAGES]" in proc.stdout

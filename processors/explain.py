@@ -1,0 +1,167 @@
+"""``chat-notifier explain``: why did (or didn't) a user get a notification?
+
+Reads Decision records, from ``notify.decisions`` on the broker (and the matching
+``notify.outcomes``, to say whether a send went through) or from a JSONL file such as
+``replay`` output, and prints per flush what was decided for the user and why, in
+words a support engineer can act on. The reasons mirror the product's own
+troubleshooting list: a role must be assigned, must match a defined role exactly, and
+must have the channel enabled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from processors.core.decisions import Reason
+from processors.topics import DECISIONS, OUTCOMES
+
+WHY: Mapping[str, str] = {
+    Reason.UNKNOWN_CONVERSATION: "no Conversation snapshot had arrived for this conversation "
+    "when the batch closed, so nobody could be notified",
+    Reason.OWN_MESSAGES: "every message in the batch was their own",
+    Reason.PARTICIPANT_MUTED: "their notification setting for this conversation is Off",
+    Reason.NOT_MENTIONED: "they are notified of mentions only, and no message mentioned them",
+    Reason.UNKNOWN_USER: "there is no User record for them (publish one to chat.users)",
+    Reason.NO_ROLE: "their User record has no role: assign one",
+    Reason.UNKNOWN_ROLE: "their role does not exactly match a defined role",
+    Reason.VIEWING: "they had this conversation open in a focused tab or window",
+    Reason.CHANNEL_DISABLED: "their role has this channel turned off",
+    Reason.NO_ADDRESS: "they have no address for this channel "
+    "(email, phone, push token or browser subscription)",
+    Reason.READ_ONLY: "they have Read access only, so their email reply was not posted",
+}
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def select(
+    decisions: Iterable[Mapping[str, Any]], user: str | None, conversation: str | None
+) -> list[Mapping[str, Any]]:
+    """The decisions about ``user`` (and the recipient-less ones of their conversations)."""
+    out = []
+    for d in decisions:
+        if conversation is not None and d.get("conversation_id") != conversation:
+            continue
+        rid = d.get("recipient_id")
+        if user is not None and rid is not None and rid != user:
+            continue
+        if user is not None and rid is None and conversation is None:
+            continue  # an unknown conversation: shown only when asked about that conversation
+        out.append(d)
+    return out
+
+
+def explain(
+    decisions: Iterable[Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]] | None = None
+) -> Iterator[str]:
+    """Readable lines, grouped by flush and recipient, in the order decided."""
+    outcomes = outcomes or {}
+    groups: dict[tuple[str, str | None], list[Mapping[str, Any]]] = {}
+    for d in decisions:
+        groups.setdefault((d["flush_id"], d.get("recipient_id")), []).append(d)
+    for (flush_id, rid), items in groups.items():
+        first = items[0]
+        presence = first.get("presence")
+        seen = f", presence {presence}" if presence else ""
+        yield (
+            f"{_when(first['ts'])}  conversation {first['conversation_id']}  flush {flush_id}  "
+            f"recipient {rid or '(none)'}{seen}"
+        )
+        for d in items:
+            channel = d.get("channel")
+            if d["outcome"] == "send":
+                status = outcomes.get(d.get("delivery_id") or "")
+                result = f" -> {status['status']}" if status else ""
+                detail = f" ({status['detail']})" if status and status.get("detail") else ""
+                yield f"    {channel}: sent{result}{detail}"
+                continue
+            reason = d.get("reason") or ""
+            text = WHY.get(reason, reason)
+            hint = f": {d['detail']}" if d.get("detail") else ""
+            scope = f"{channel}: " if channel else ""
+            yield f"    {scope}not notified [{reason}] {text}{hint}"
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Decisions (and outcomes) from a JSONL file of ``{"topic", "key", "value"}`` lines."""
+    decisions: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if item.get("topic") == DECISIONS:
+                decisions.append(item["value"])
+            elif item.get("topic") == OUTCOMES:
+                outcomes[item["value"]["delivery_id"]] = item["value"]
+    return decisions, outcomes
+
+
+def read_kafka() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    from processors.live.kafka_replay import read_topics  # aiokafka: only here
+    from processors.settings import load_settings
+
+    settings = load_settings()
+    if not settings.kafka_broker_url:
+        raise SystemExit("explain: set KAFKA_BROKER_URL, or give --input FILE")
+    decisions: list[dict[str, Any]] = []
+    outcomes: dict[str, dict[str, Any]] = {}
+    for topic, _, value in read_topics(settings, [DECISIONS, OUTCOMES], input_only=False):
+        if topic == DECISIONS:
+            decisions.append(value)
+        else:
+            outcomes[value["delivery_id"]] = value
+    decisions.sort(key=lambda d: d["ts"])
+    return decisions, outcomes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", help="the recipient's user_id")
+    parser.add_argument("--conversation", help="only this conversation")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        help="JSONL with notify.decisions (e.g. replay output); "
+        "default: read notify.decisions and notify.outcomes from KAFKA_BROKER_URL",
+    )
+    parser.add_argument("--last", type=int, default=20, help="show the last N flushes (0: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.user is None and args.conversation is None:
+        print("explain: give --user and/or --conversation", file=sys.stderr)
+        return 2
+    if args.input is not None:
+        if not args.input.exists():
+            print(f"explain: no such input file: {args.input}", file=sys.stderr)
+            return 2
+        decisions, outcomes = read_jsonl(args.input)
+    else:
+        decisions, outcomes = read_kafka()
+    chosen = select(decisions, args.user, args.conversation)
+    if args.last:
+        flushes = list(dict.fromkeys(d["flush_id"] for d in chosen))[-args.last :]
+        keep = set(flushes)
+        chosen = [d for d in chosen if d["flush_id"] in keep]
+    if not chosen:
+        who = " ".join(
+            f"{k} {v}" for k, v in (("user", args.user), ("conversation", args.conversation)) if v
+        )
+        print(
+            f"no decisions for {who}: no batch has closed in a conversation listing them as a "
+            "participant (check the chat.conversations snapshot), or the conversation was "
+            "unknown when its batch closed (try --conversation)."
+        )
+        return 0
+    for line in explain(chosen, outcomes):
+        print(line)
+    return 0

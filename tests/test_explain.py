@@ -1,0 +1,89 @@
+"""``chat-notifier explain`` over replay output: the why, in words."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import processors
+
+SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("explain") / "out.jsonl"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "processors.cli",
+            "replay",
+            "--input",
+            str(SCENARIO),
+            "--output",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def explain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "processors.cli", "explain", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_explains_a_misspelt_role_with_the_near_match(decisions: Path) -> None:
+    proc = explain("--user", "frank", "--input", str(decisions))
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert sum("[UNKNOWN_ROLE]" in line for line in lines) == 2
+    assert "did you mean 'member'?" in proc.stdout
+
+
+def test_explains_sends_and_channel_skips_with_presence(decisions: Path) -> None:
+    out = explain("--user", "bob", "--conversation", "trip", "--input", str(decisions)).stdout
+    assert "recipient bob, presence ONLINE_ELSEWHERE" in out
+    assert "email: sent" in out and "sms: sent" in out
+    assert "push: not notified [CHANNEL_DISABLED]" in out
+    assert "[OWN_MESSAGES]" in out
+
+
+def test_outcomes_in_the_input_show_whether_a_send_went_through(
+    decisions: Path, tmp_path: Path
+) -> None:
+    lines = decisions.read_text().splitlines()
+    sent = next(json.loads(line)["value"] for line in lines if '"outcome": "send"' in line)
+    outcome = {
+        "delivery_id": sent["delivery_id"],
+        "status": "invalid_address",
+        "detail": "Twilio 21211",
+    }
+    path = tmp_path / "with-outcomes.jsonl"
+    path.write_text(
+        "\n".join([*lines, json.dumps({"topic": "notify.outcomes", "key": None, "value": outcome})])
+    )
+    out = explain("--user", sent["recipient_id"], "--input", str(path)).stdout
+    assert f"{sent['channel']}: sent -> invalid_address (Twilio 21211)" in out
+
+
+def test_unknown_conversation_and_unknown_user(decisions: Path) -> None:
+    out = explain("--conversation", "mystery", "--input", str(decisions)).stdout
+    assert "[UNKNOWN_CONVERSATION]" in out and "recipient (none)" in out
+    out = explain("--user", "nobody", "--input", str(decisions)).stdout
+    assert out.startswith("no decisions for user nobody")
+
+
+def test_needs_a_user_or_conversation() -> None:
+    proc = explain("--input", "x.jsonl")
+    assert proc.returncode == 2 and "--user" in proc.stderr
