@@ -23,8 +23,10 @@ SEED = 7
 
 
 def traffic(n_events: int = EVENTS, seed: int = SEED) -> list[tuple[str, str, dict[str, Any]]]:
-    """Bursty conversations: a burst is a few turns of typing (with refreshes) and a
-    message, by alternating participants, seconds apart; presence churn in between."""
+    """Bursty conversations: a burst is a few turns of composing (a typing start and
+    refreshes every ~2 s) and a message, by alternating participants; presence
+    heartbeats and tab switches from across the user base in between. About one event
+    in eleven is a message."""
     rnd = random.Random(seed)
     weights = [1.0 / (i + 1) ** 0.8 for i in range(CONVERSATIONS)]  # skewed activity
     conv_ids = [f"conv-{i:06d}" for i in range(CONVERSATIONS)]
@@ -38,8 +40,9 @@ def traffic(n_events: int = EVENTS, seed: int = SEED) -> list[tuple[str, str, di
         t = ts
         for _turn in range(1 + int(rnd.expovariate(1 / 4))):  # ~5 messages per burst
             sender = rnd.choice(members)
-            for _ in range(rnd.randint(1, 3)):  # typing start and refreshes
-                t += rnd.randint(300, 2500)
+            # composing takes 5-15 s and clients refresh the indicator every ~2 s
+            for _ in range(rnd.randint(3, 7)):
+                t += rnd.randint(1500, 2500)
                 events.append(
                     (
                         "chat.typing",
@@ -65,7 +68,7 @@ def traffic(n_events: int = EVENTS, seed: int = SEED) -> list[tuple[str, str, di
                     },
                 )
             )
-            for _ in range(rnd.randint(1, 3)):  # presence churn
+            for _ in range(rnd.randint(2, 6)):  # presence heartbeats and tab switches
                 user = f"user-{rnd.randrange(USERS):05d}"
                 events.append(
                     (
@@ -179,6 +182,11 @@ def main() -> None:
             f"({elapsed:.2f} s, {outputs:,} output records)"
         )
     assert engine is not None
+    # the cost of each kind of event on its own (each with a fresh engine)
+    for kind in ("chat.presence", "chat.typing", "chat.messages"):
+        only = [e for e in events if e[0] == kind]
+        _, elapsed, _ = run_engine(only, deliveries=True)
+        print(f"  {kind:<14} alone: {elapsed / len(only) * 1e6:6.2f} us/event")
     # state size: a snapshot of every conversation with an open batch (bodies excluded)
     sizes = []
     for batch in engine.batches.values():

@@ -35,6 +35,10 @@ class Reason(StrEnum):
     READ_ONLY = "READ_ONLY"  # reply-by-email from a Read participant (DESIGN §7)
 
 
+# Plain strings for the records (str() of an enum member costs a call per field).
+_TEXT: dict[StrEnum, str] = {m: m.value for e in (Reason, Presence) for m in e}
+
+
 def _decision(
     candidate: Mapping[str, Any],
     recipient_id: str | None,
@@ -54,8 +58,8 @@ def _decision(
         "recipient_id": recipient_id,
         "channel": channel,
         "outcome": "send" if send else "skip",
-        "reason": None if send else str(reason),
-        "presence": None if presence is None else str(presence),
+        "reason": None if reason is None else _TEXT[reason],
+        "presence": None if presence is None else _TEXT[presence],
         "detail": detail,
         # delivery_id(flush, recipient, channel) is by definition the send decision's id
         "delivery_id": did if send and recipient_id and channel else None,
@@ -131,6 +135,7 @@ def decide(
     ``with_deliveries=False`` skips building the Delivery records (replay writes only
     decisions unless asked for more); the decisions are identical either way.
 
+    Records are validated (the codec fills every field), so fields are indexed directly.
     The checks run in the order of DESIGN §5, which is also the order of salience for
     someone asking "why no notification?": facts about the conversation first (their
     own messages, their per-conversation setting), then facts about the user's account
@@ -139,21 +144,21 @@ def decide(
     one Decision per channel.
     """
     rid: str = candidate["recipient_id"]
-    others = [m for m in candidate["messages"] if m.get("sender_id") != rid]
+    others = [m for m in candidate["messages"] if m["sender_id"] != rid]
 
     def skip(reason: Reason, detail: str | None = None, seen: Presence | None = None) -> Decided:
         return [_decision(candidate, rid, None, reason, seen, now, detail)], []
 
     if not others:
         return skip(Reason.OWN_MESSAGES)
-    notify = candidate.get("notify", "All")
+    notify = candidate["notify"]
     if notify == "Off":
         return skip(Reason.PARTICIPANT_MUTED)
-    if notify == "MentionsOnly" and not any(rid in (m.get("mentions") or ()) for m in others):
+    if notify == "MentionsOnly" and not any(rid in m["mentions"] for m in others):
         return skip(Reason.NOT_MENTIONED)
     if user is None:
         return skip(Reason.UNKNOWN_USER)
-    role_name = user.get("role")
+    role_name = user["role"]
     if not role_name:
         return skip(Reason.NO_ROLE)
     role = roles.get(role_name)
@@ -164,10 +169,10 @@ def decide(
 
     decisions: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
-    names: Mapping[str, str] = candidate.get("sender_names") or {}
+    names: Mapping[str, str] = candidate["sender_names"]
     summary: list[dict[str, Any]] | None = None  # the messages as Deliveries carry them
     for channel in CHANNELS:
-        if not role.get(channel):
+        if not role[channel]:
             decisions.append(
                 _decision(candidate, rid, channel, Reason.CHANNEL_DISABLED, presence, now)
             )
@@ -184,9 +189,9 @@ def decide(
             summary = [
                 {
                     "message_id": m["message_id"],
-                    "sender_id": m.get("sender_id"),
-                    "sender_name": names.get(m.get("sender_id") or ""),
-                    "text": m.get("text", ""),
+                    "sender_id": m["sender_id"],
+                    "sender_name": names.get(m["sender_id"]),
+                    "text": m["text"],
                     "ts": m["ts"],
                 }
                 for m in others
@@ -197,8 +202,8 @@ def decide(
                 "flush_id": candidate["flush_id"],
                 "conversation_id": candidate["conversation_id"],
                 "recipient_id": rid,
-                "recipient_name": user.get("name"),
-                "locale": user.get("locale") or "en",
+                "recipient_name": user["name"],
+                "locale": user["locale"] or "en",
                 "channel": channel,
                 "email": None,
                 "phone": None,
