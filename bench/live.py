@@ -106,9 +106,16 @@ def reference_records(now: int) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def input_records(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]]:
-    """Messages 20%, typing 50% (mostly refreshes), presence 30% (mostly heartbeats)."""
+    """Realistic proportions: messages 20%, typing 50%, presence 30%.
+
+    Typing comes in bursts per (conversation, user): a start, refreshes every few
+    seconds, then a stop or a message. Presence is mostly heartbeats re-sending a
+    session's state; 15% of presence events change it (selection, focus, online).
+    """
     rnd = random.Random(seed)
     members = [rnd.sample(range(USERS), 4) for _ in range(CONVERSATIONS)]
+    typing_now: set[tuple[int, str]] = set()
+    sessions: dict[str, list[Any]] = {}
     out: list[tuple[str, str, dict[str, Any]]] = []
     for i in range(n):
         r = rnd.random()
@@ -116,6 +123,7 @@ def input_records(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]
         cid = f"c{c}"
         uid = f"u{rnd.choice(members[c])}"
         if r < 0.2:
+            typing_now.discard((c, uid))
             out.append(
                 (
                     "chat.messages",
@@ -132,25 +140,35 @@ def input_records(n: int, seed: int = 1) -> list[tuple[str, str, dict[str, Any]]
                 )
             )
         elif r < 0.7:
-            typing = rnd.random() < 0.85
-            out.append(
-                ("chat.typing", cid, {"conversation_id": cid, "user_id": uid, "typing": typing})
-            )
+            key = (c, uid)
+            if key in typing_now and rnd.random() < 0.25:
+                typing_now.discard(key)
+                on = False
+            else:
+                typing_now.add(key)
+                on = True
+            out.append(("chat.typing", cid, {"conversation_id": cid, "user_id": uid, "typing": on}))
         else:
             puid = f"u{rnd.randrange(USERS)}"
-            switch = rnd.random() < 0.2
+            sid = f"{puid}-s{rnd.randrange(2)}"
+            state = sessions.get(sid)
+            if state is None or rnd.random() < 0.15:
+                state = sessions[sid] = [
+                    rnd.random() < 0.9,
+                    f"c{rnd.randrange(CONVERSATIONS)}",
+                    rnd.random() < 0.5,
+                ]
+            online, selected, focused = state
             out.append(
                 (
                     "chat.presence",
                     puid,
                     {
                         "user_id": puid,
-                        "session_id": f"{puid}-s{rnd.randrange(2)}",
-                        "online": rnd.random() < 0.95,
-                        "selected_conversation_id": f"c{rnd.randrange(CONVERSATIONS)}"
-                        if switch
-                        else f"c{c}",
-                        "focused": rnd.random() < 0.5,
+                        "session_id": sid,
+                        "online": online,
+                        "selected_conversation_id": selected if online else None,
+                        "focused": focused and online,
                     },
                 )
             )
@@ -371,7 +389,8 @@ def child_main(role: str, bootstrap: str, prefix: str, app_id: str, status_path:
         user_partitions=PARTITIONS,
         data_dir=Path(tempfile.mkdtemp()),
     )
-    app = create_app(settings, app_id=app_id, **FAUST_FAST)
+    extra = json.loads(os.environ.get("BENCH_FAUST", "{}"))  # experiments: Faust settings
+    app = create_app(settings, app_id=app_id, **{**FAUST_FAST, **extra})
     state: dict[str, Any] = {"count": 0, "first": 0.0, "last": 0.0, "assigned": []}
     counter: Any
     inputs = {prefix + name for name in INPUT}

@@ -82,7 +82,11 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
         "broker_heartbeat_interval": 1.0,
         "broker_rebalance_timeout": 10.0,
         "producer_acks": 1,
-        "producer_linger": 0.005,
+        # aiokafka's send() waits while a partition's batch is full; with 16 KiB batches
+        # and ~1 KiB Candidate/Delivery records the agents stalled on every few sends
+        # (live input lag 5 s at 500 events/s; 0-1.4 s with 1 MiB batches).
+        "producer_max_batch_size": 1024 * 1024,
+        "producer_linger": 0.01,
         "processing_guarantee": "at_least_once",
         "table_standby_replicas": 0,
     }
