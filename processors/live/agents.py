@@ -197,16 +197,21 @@ class Pipeline:
         app.agent(self.user_topic, name="user_events")(self._user_agent)
         app.agent(self.global_topic, name="settings_events")(self._global_agent)
         app.task(self._flush_scheduler)
-        app.page("/metrics")(self._metrics_page)
-        app.page("/health")(self._health_page)
-        app.page("/ready")(self._ready_page)
+        # Faust inspects a page function's signature: plain (web, request) functions.
+        for path, handler in (
+            ("/metrics", self._metrics_page),
+            ("/health", self._health_page),
+            ("/ready", self._ready_page),
+        ):
+            app.page(path)(_page_function(handler))
 
     # == web: metrics, health, readiness ================================================
 
     async def _metrics_page(self, web: Any, request: Any) -> Any:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import generate_latest
 
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the text format is ASCII.
+        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
     async def _health_page(self, web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
@@ -605,6 +610,13 @@ class Pipeline:
     def _on_settings(self, event: EventT, value: dict[str, Any]) -> None:
         CoreSettings.from_app_settings(value)  # reject unusable values (dead-lettered)
         self.app_settings_table[SETTINGS_KEY] = value
+
+
+def _page_function(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    async def page(web: Any, request: Any) -> Any:
+        return await handler(web, request)
+
+    return page
 
 
 def _json_bytes(obj: Any) -> bytes:
