@@ -401,10 +401,16 @@ def child_main(role: str, bootstrap: str, prefix: str, app_id: str, status_path:
         # without tables; one unused table makes the bare app start like the worker.
         app.Table("unused", partitions=PARTITIONS)
 
+        produce_every = int(os.environ.get("BENCH_BARE_PRODUCE", "0"))  # experiment
+
         async def iterate(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 if event.message.topic in inputs:
                     counts[0] += 1
+                    if produce_every and counts[0] % produce_every == 0:
+                        await app.producer.send(
+                            prefix + "notify.flushes", b"k", b"x" * 300, None, None, None
+                        )
 
         app.agent(
             raw_topics(app, (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES)), name="bare_c"

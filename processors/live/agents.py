@@ -80,6 +80,7 @@ FLUSH_LATENESS = Histogram(
 )
 
 SCHEDULER_TICK_S = 0.02  # the scheduler checks deadlines this often (bounds lateness)
+CATCH_UP_MAX_MS = 10_000  # at most this long after an assignment before closing anyway
 SETTINGS_KEY = "app"
 
 Clock = Callable[[], int]
@@ -167,6 +168,12 @@ class Pipeline:
         self.presence_partition: dict[str, int] = {}
         self.presence_persisted_ts: dict[str, int] = {}
         self.active_conversation_partitions: set[int] = set()
+        # After an assignment, overdue batches wait until the partition's input has been
+        # read up to the high-water mark (or CATCH_UP_MAX_MS passed): messages sent
+        # while no worker ran then join the batch they belong to (DESIGN §4 rule 3)
+        # instead of being split off by a close that only happened late.
+        self.catching_up: dict[int, int] = {}
+        self.positions: dict[Any, int] = {}
 
         # -- observability (tests and the bench read these) -------------------------------
         self.dead_letters: Counter[str] = Counter()
@@ -244,10 +251,12 @@ class Pipeline:
         handlers: Mapping[str, Callable[[EventT, dict[str, Any]], Any]],
     ) -> None:
         records = self.records
+        positions = self.positions
         async for event in stream.events():
             message = event.message
             topic = message.topic
             self.events_seen += 1
+            positions[message.tp] = message.offset
             data = message.value
             try:
                 value = codec.decode(records[topic] or "", data)
@@ -436,6 +445,8 @@ class Pipeline:
 
     async def _close_due(self, now: int) -> None:
         for partition in list(self.active_conversation_partitions):
+            if partition in self.catching_up and not self._caught_up(partition, now):
+                continue
             heap = self.heaps.get(partition)
             while heap and heap[0][0] <= now:
                 deadline, cid = heapq.heappop(heap)
@@ -461,6 +472,19 @@ class Pipeline:
                 await self._fan_out(flush)
                 if partition not in self.active_conversation_partitions:
                     break  # revoked while we awaited the send
+
+    def _caught_up(self, partition: int, now: int) -> bool:
+        if now < self.catching_up[partition]:
+            for name in (t.MESSAGES, t.TYPING):
+                tp = TP(self.prefix + name, partition)
+                try:
+                    high = self.app.consumer.highwater(tp)
+                except Exception:  # noqa: BLE001 - not fetched yet
+                    return False
+                if high is None or self.positions.get(tp, -1) + 1 < high:
+                    return False
+        del self.catching_up[partition]
+        return True
 
     def _refresh_cfg(self) -> None:
         current = self.app_settings_table.get(SETTINGS_KEY)
@@ -511,6 +535,8 @@ class Pipeline:
                 self.batches.setdefault(partition, {})[str(cid)] = batch
                 self._schedule(partition, batch)
                 loaded += 1
+        for partition in new:
+            self.catching_up[partition] = self.clock() + CATCH_UP_MAX_MS
         self.active_conversation_partitions = active
         log.info("conversation partitions %s active; %d batches loaded", sorted(active), loaded)
 
@@ -530,6 +556,7 @@ class Pipeline:
                 self.presence_persisted_ts.pop(uid, None)
 
     def _drop_partition(self, partition: int) -> None:
+        self.catching_up.pop(partition, None)
         for cid in self.batches.pop(partition, {}):
             self.scheduled.pop(cid, None)
             self.closed_unpersisted.discard(cid)
