@@ -1,20 +1,25 @@
 """Live pipeline benchmark (issue 3): one broker, the same records, every measurement.
 
-Measures, on a fresh embedded Tansu broker:
+On a fresh embedded Tansu broker, with realistic input (20% messages, 50% typing in
+bursts of start/refresh/stop, 30% presence mostly heartbeats):
 
 * raw aiokafka consume rate (``getmany``) over the input records;
-* the bare Faust agent loop: the worker's two agents over the same topics, only
+* the bare Faust agent loop: the worker's agent layout over the same topics, only
   iterating (Faust's own ceiling here);
-* the worker end to end (decode, batching, presence, table writes on transitions,
-  flush scheduler, fan-out, decisions) — and the naive design (one Table write per
-  input event) for the before/after comparison;
+* the worker on a backlog with batches open (decode, batching, presence, Table writes
+  on transitions, scheduler) and with a flush per message (the fan-out's worst case:
+  every event is older than the inactivity period when it is applied);
+* the naive design (one Table write per input event through Faust's Table API): the
+  "before" of the restructuring;
+* two workers in one group vs one;
 * flush lateness (batch deadline -> Flush visible on ``notify.flushes``) p50/p99 while
-  input arrives in real time at a fraction of the worker's rate;
-* two workers in one group vs one.
+  input arrives in real time (ts = now) with the product's default inactivity.
 
-Every Faust run is a child process that first joins its group, then the records are
-published; rates are input events over the time from the first to the last input
-event applied. Sizes: ``BENCH_LIVE_EVENTS`` (default 30000).
+Every Faust run is a child process that first joins its group; then the records are
+published; a rate is input events over the time from the first to the last input
+event applied. Sizes: ``BENCH_LIVE_EVENTS`` (default 30000), ``BENCH_LIVE_RATE`` (live
+phase, default 500/s), ``BENCH_BEST_OF`` (default 2). ``BENCH_PROFILE=prefix`` writes a
+cProfile of each child; ``BENCH_FAUST='{"setting": value}'`` tries Faust settings.
 """
 
 from __future__ import annotations
@@ -512,6 +517,7 @@ def pct(values: list[int], q: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
 
+BEST_OF = int(os.environ.get("BENCH_BEST_OF", "2"))
 LONG_INACTIVITY_S = 600  # no batch closes while a backlog is applied
 
 
@@ -610,9 +616,21 @@ def main() -> None:
         # Backlog: everything published at once. Events are older than the inactivity
         # period by the time they are applied, so every message closes its own batch
         # (one flush per message): the worst case for the fan-out.
-        bare_b = faust_rate("bare", bootstrap, workdir, ref, fresh())
+        # Best of two, interleaved: other work on a 2-core machine moves single runs
+        # by +-25%; the best run is the closest to what the setup can do.
+        bare_runs: list[float] = []
+        worker_open_runs: list[float] = []
+        for _ in range(BEST_OF):
+            bare_runs.append(faust_rate("bare", bootstrap, workdir, ref, fresh()))
+            worker_open_runs.append(
+                faust_rate("worker", bootstrap, workdir, ref, fresh(), inactivity=LONG_INACTIVITY_S)
+            )
+        bare_b = max(bare_runs)
         worker_b = faust_rate("worker", bootstrap, workdir, ref, fresh())
-        print(f"backlog, bare Faust agent loop:          {bare_b:10,.0f} events/s")
+        print(
+            f"backlog, bare Faust agent loop:          {bare_b:10,.0f} events/s"
+            f"  (runs: {', '.join(f'{r:,.0f}' for r in bare_runs)})"
+        )
         print(
             f"backlog, worker (1 flush per message):   {worker_b:10,.0f} events/s"
             f"  ({worker_b / bare_b:.2f} of bare)"
@@ -631,7 +649,8 @@ def main() -> None:
         )
         print(
             f"backlog, worker, batches open:           {worker_s:10,.0f} events/s"
-            f"  ({worker_s / bare_b:.2f} of bare)"
+            f"  ({worker_s / bare_b:.2f} of bare; runs: "
+            f"{', '.join(f'{r:,.0f}' for r in worker_open_runs)})"
         )
         print(
             f"backlog, naive (Table write per event):  {naive_s:10,.0f} events/s"
