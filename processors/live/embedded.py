@@ -115,6 +115,7 @@ async def print_decisions(settings: Settings, *, out: Any = None) -> None:
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=100,  # Tansu holds waiting fetches (see processors/app.py)
     )
     await consumer.start()
     try:
