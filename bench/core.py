@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from processors.core.engine import Engine
+from processors.replay import tune_gc
 
 CONVERSATIONS = 100_000
 USERS = 50_000
@@ -152,6 +153,7 @@ def run_engine(
         engine.feed(topic, key, value)
     gc.collect()
     gc.freeze()
+    tune_gc()  # what chat-notifier replay does
     outputs = 0
     feed = engine.feed
     start = time.perf_counter()

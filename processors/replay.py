@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -117,6 +118,17 @@ def read_jsonl(
             errors.append(exc)
     if progress is not None:
         progress.close(done, line_no)
+
+
+# Replay allocates many short-lived records and keeps a large, cycle-free state; the
+# default collector thresholds make it rescan that state constantly (measured: ~30%
+# of replay time on the core benchmark). Reference counting frees everything the core
+# makes, so collecting less often costs only a little memory.
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def tune_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def replay(
@@ -229,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
+    tune_gc()
     errors: list[ReplayInputError] = []
     if args.input is not None and str(args.input) != "-" and not args.input.exists():
         print(f"replay: no such input file: {args.input}", file=sys.stderr)

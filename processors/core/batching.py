@@ -79,7 +79,9 @@ class ConversationBatch:
         self.first_at = 0  # effective time of the earliest pending message
         self.last_message_at = 0  # effective time of the latest pending message
         self.last_close = 0  # closed_at of the previous flush
-        self.typing: dict[str, list[Any]] = {}  # user_id -> [ts of last event, typing]
+        # user_id -> (ts of the last event, typing); tuples of plain values are not
+        # tracked by the cycle collector, which matters with a million conversations.
+        self.typing: dict[str, tuple[int, bool]] = {}
         self.recent: list[int] = []  # digests of recently flushed message ids, oldest first
 
     # -- events ---------------------------------------------------------------------
@@ -115,7 +117,7 @@ class ConversationBatch:
         if sender is not None:
             held = self.typing.get(sender)
             if held is None or held[0] <= ts:
-                self.typing[sender] = [ts, False]
+                self.typing[sender] = (ts, False)
         # Kept as given: callers pass freshly decoded records they do not reuse.
         record = message if isinstance(message, dict) else dict(message)
         if self.pending and ts < self.pending[-1]["ts"]:
@@ -140,11 +142,7 @@ class ConversationBatch:
             self._abandon_stale_opening(ts, cfg)
             if self.opened_at is None:
                 self.opened_at = ts
-        if held is None:
-            self.typing[user] = [ts, typing]
-        else:
-            held[0] = ts
-            held[1] = typing
+        self.typing[user] = (ts, typing)
         return True
 
     def _abandon_stale_opening(self, now: int, cfg: CoreSettings) -> None:
@@ -249,7 +247,7 @@ class ConversationBatch:
         batch.last_message_at = int(data.get("lm", 0))
         opened = data.get("o")
         batch.opened_at = None if opened is None else int(opened)
-        batch.typing = {u: [int(h[0]), bool(h[1])] for u, h in data.get("t", {}).items()}
+        batch.typing = {u: (int(h[0]), bool(h[1])) for u, h in data.get("t", {}).items()}
         packed = base64.b64decode(data["r"]) if data.get("r") else b""
         batch.recent = list(struct.unpack(f"<{len(packed) // 8}Q", packed))
         return batch
