@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit bench replay-demo clean
+.PHONY: run test lint test-core test-broker bench bench-live replay-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,8 +26,17 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+test-core: $(STAMP)
+	$(BIN)/pytest -q -m "not broker"
+
+test-broker: $(STAMP)
+	$(BIN)/pytest -q -m broker
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-live: $(STAMP)
+	$(BIN)/python -m bench live
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -135,7 +135,7 @@ def topic_layout(
     """Every topic to create: prefixed name -> (partitions, configs).
 
     ``changelogs`` maps extra (already full) changelog topic names to their partition
-    group (``conversation`` / ``user`` / ``single``).
+    group (``conversation`` / ``user`` / ``channel`` / ``single``).
     """
     from processors.app import partitions_for
 
@@ -151,6 +151,7 @@ def topic_layout(
     group_parts = {
         "conversation": settings.conversation_partitions,
         "user": settings.user_partitions,
+        "channel": settings.channel_partitions,
         "single": 1,
     }
     for full, group in (changelogs or {}).items():

@@ -67,15 +67,15 @@ def sent_table_name(channel: str) -> str:
     return f"sent-{channel}"
 
 
-def sender_changelog_topics(
-    app_id: str, settings: Settings, channels: Iterable[str]
-) -> dict[str, int]:
-    """Changelog topic -> partitions, to create (compacted) before the app starts."""
-    out = {f"{app_id}-{APP_SETTINGS_TABLE}-changelog": 1}
+def sender_changelog_topics(app_id: str, channels: Iterable[str]) -> dict[str, str]:
+    """Changelog topic -> partition group, to create (compacted) before the app starts.
+
+    A sent-store changelog is co-partitioned with its channel topic; the settings
+    table is global (one partition).
+    """
+    out = {f"{app_id}-{APP_SETTINGS_TABLE}-changelog": "single"}
     for ch in channels:
-        out[f"{app_id}-{sent_table_name(ch)}-changelog"] = partitions_for(
-            settings, t.CHANNEL_TOPICS[ch]
-        )
+        out[f"{app_id}-{sent_table_name(ch)}-changelog"] = "channel"
     return out
 
 
@@ -246,39 +246,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ensure_sender_topics(settings: Settings, changelogs: Mapping[str, int]) -> None:
-    """Create the channel/output topics and our changelogs (compacted) if missing."""
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    from processors.live.broker import bootstrap_servers, ensure_topics
-
-    async def go() -> None:
-        await ensure_topics(settings)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            new = [
-                NewTopic(
-                    name=name,
-                    num_partitions=parts,
-                    replication_factor=settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact", "retention.ms": "-1"},
-                )
-                for name, parts in changelogs.items()
-                if name not in existing
-            ]
-            if new:
-                await admin.create_topics(new)
-        finally:
-            await admin.close()
-
-    asyncio.run(go())
-
-
 def run(args: argparse.Namespace) -> int:
+    from processors.live.broker import ensure_topics_sync
     from processors.live.worker import faust_overrides, run_app, settings_from_args
 
     settings = settings_from_args(args)
@@ -292,6 +261,6 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(settings, app_id=app_id, **faust_overrides(args))
     attach_sender_agents(app, settings, channels, concurrency=args.concurrency)
-    ensure_sender_topics(settings, sender_changelog_topics(app_id, settings, channels))
+    ensure_topics_sync(settings, sender_changelog_topics(app_id, channels))
     run_app(app, log_level=settings.log_level)
     return 0
