@@ -24,7 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chat-notifier", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="chat-notifier", description="Kafka-native notifications for chat products."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv else None
     for name, (module_name, help_text) in SUBCOMMANDS.items():
