@@ -121,6 +121,42 @@ def _address(user: Mapping[str, Any], channel: str) -> dict[str, Any] | None:
     return {"browser_subscriptions": subscriptions} if subscriptions else None
 
 
+def recipient_skip(
+    candidate: Mapping[str, Any],
+    others: list[Mapping[str, Any]],
+    user: Mapping[str, Any] | None,
+    roles: Mapping[str, Mapping[str, Any]],
+    presence: Presence,
+) -> tuple[Reason, str | None] | None:
+    """Why this recipient is not notified at all (reason, human detail), or None.
+
+    ``others`` are the batch's messages not sent by the recipient. The order is DESIGN
+    §5's, which is also the order of salience for someone asking "why no
+    notification?": facts about the conversation first (their own messages, their
+    per-conversation setting), then facts about the user's account (unknown, no role,
+    misspelt role), then the moment (viewing).
+    """
+    if not others:
+        return Reason.OWN_MESSAGES, None
+    notify = candidate["notify"]
+    if notify == "Off":
+        return Reason.PARTICIPANT_MUTED, None
+    if notify == "MentionsOnly":
+        rid = candidate["recipient_id"]
+        if not any(rid in m["mentions"] for m in others):
+            return Reason.NOT_MENTIONED, None
+    if user is None:
+        return Reason.UNKNOWN_USER, None
+    role_name = user["role"]
+    if not role_name:
+        return Reason.NO_ROLE, None
+    if role_name not in roles:
+        return Reason.UNKNOWN_ROLE, _role_hint(role_name, roles)
+    if presence is Presence.VIEWING:
+        return Reason.VIEWING, None
+    return None
+
+
 def decide(
     candidate: Mapping[str, Any],
     user: Mapping[str, Any] | None,
@@ -136,36 +172,19 @@ def decide(
     decisions unless asked for more); the decisions are identical either way.
 
     Records are validated (the codec fills every field), so fields are indexed directly.
-    The checks run in the order of DESIGN §5, which is also the order of salience for
-    someone asking "why no notification?": facts about the conversation first (their
-    own messages, their per-conversation setting), then facts about the user's account
-    (unknown, no role, misspelt role), then the moment (viewing), then per channel.
-    A recipient-level skip yields one Decision with channel null; otherwise there is
-    one Decision per channel.
+    A recipient-level skip (:func:`recipient_skip`) yields one Decision with channel
+    null; otherwise there is one Decision per channel, in DESIGN §5's order (the role's
+    channel toggle, then an address).
     """
     rid: str = candidate["recipient_id"]
     others = [m for m in candidate["messages"] if m["sender_id"] != rid]
-
-    def skip(reason: Reason, detail: str | None = None, seen: Presence | None = None) -> Decided:
+    skip = recipient_skip(candidate, others, user, roles, presence)
+    if skip is not None:
+        reason, detail = skip
+        seen = presence if reason is Reason.VIEWING else None  # looked up from here on
         return [_decision(candidate, rid, None, reason, seen, now, detail)], []
-
-    if not others:
-        return skip(Reason.OWN_MESSAGES)
-    notify = candidate["notify"]
-    if notify == "Off":
-        return skip(Reason.PARTICIPANT_MUTED)
-    if notify == "MentionsOnly" and not any(rid in m["mentions"] for m in others):
-        return skip(Reason.NOT_MENTIONED)
-    if user is None:
-        return skip(Reason.UNKNOWN_USER)
-    role_name = user["role"]
-    if not role_name:
-        return skip(Reason.NO_ROLE)
-    role = roles.get(role_name)
-    if role is None:
-        return skip(Reason.UNKNOWN_ROLE, _role_hint(role_name, roles))
-    if presence is Presence.VIEWING:
-        return skip(Reason.VIEWING, None, presence)
+    assert user is not None  # recipient_skip returns UNKNOWN_USER otherwise
+    role = roles[user["role"]]
 
     decisions: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
