@@ -1,0 +1,44 @@
+"""The README's first command: ``chat-notifier run`` on the embedded default, end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
+
+
+def test_run_starts_everything_shows_decisions_and_fills_the_outbox(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "run", "--rounds", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    port = re.search(r"embedded broker \(Tansu, memory only\) on 127\.0\.0\.1:(\d+)", out)
+    assert port, out[:500]
+    # readable decision lines as they happen: sends, and the demo's skip cases
+    assert "SEND  -> email" in out
+    assert "is viewing the conversation" in out and "VIEWING" in out
+    assert "muted this conversation" in out
+    assert "did you mean 'member'?" in out
+    # the senders rendered real output into the outbox
+    emails = list((tmp_path / "var" / "outbox" / "email").glob("*.eml"))
+    assert emails
+    first = emails[0].read_text()
+    assert "Reply-To: reply+" in first and "List-Unsubscribe:" in first
+    assert (tmp_path / "var" / "outbox" / "outbox.jsonl").exists()
+    # everything it started has stopped: nothing listens on the broker's port any more
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=2).close()
