@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import processors.core
+from tests.imports import imported_modules
 
 CORE = Path(processors.core.__file__).parent
 FORBIDDEN_MODULES = {
@@ -29,17 +29,11 @@ FORBIDDEN_MODULES = {
 
 
 def test_core_imports_are_pure() -> None:
-    offenders = []
-    for path in sorted(CORE.glob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                if name in FORBIDDEN_MODULES or name.split(".")[0] in FORBIDDEN_MODULES:
-                    offenders.append(f"{path.name}: {name}")
+    offenders = [
+        f"{path.name}: {name}"
+        for path in sorted(CORE.glob("*.py"))
+        for name in sorted(imported_modules(path))
+        if name in FORBIDDEN_MODULES or name.split(".")[0] in FORBIDDEN_MODULES
+    ]
     assert offenders == []
     assert len(list(CORE.glob("*.py"))) >= 6  # the scan really looked at the core

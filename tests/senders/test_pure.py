@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import random
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from processors.senders import render, retry, tokens
 from processors.senders.errors import parse_retry_after
+from tests.imports import imported_modules
 from tests.senders.factories import T0_MS, make_delivery
 
 PKG = Path(__file__).resolve().parents[2] / "processors" / "senders"
@@ -32,13 +32,7 @@ FORBIDDEN = {
 
 @pytest.mark.parametrize("module", ["errors", "retry", "render", "tokens", "service", "base"])
 def test_pure_modules_import_no_provider_or_kafka(module: str) -> None:
-    tree = ast.parse((PKG / f"{module}.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
+    names = {name.split(".")[0] for name in imported_modules(PKG / f"{module}.py")}
     assert not names & FORBIDDEN
     if module in ("retry", "render", "tokens", "errors"):
         assert "time" not in names and "os" not in names  # time is passed in
