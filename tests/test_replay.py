@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import processors
+from processors.core.ids import delivery_id
 
 SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
 T0 = 1_764_000_000_000
@@ -51,7 +52,9 @@ def test_demo_scenario_follows_the_rules(tmp_path: Path) -> None:
     ]
     decisions = [r["value"] for r in records if r["topic"] == "notify.decisions"]
     first = {
-        (d["recipient_id"], d["channel"]): d for d in decisions if d["flush_id"] == "trip:trip-001"
+        (d["recipient_id"], d["channel"]): d
+        for d in decisions
+        if d["flush_id"] == flushes[0]["flush_id"]
     }
     assert first[("alice", None)]["reason"] == "OWN_MESSAGES"
     assert first[("carol", None)]["reason"] == "PARTICIPANT_MUTED"
@@ -65,12 +68,14 @@ def test_demo_scenario_follows_the_rules(tmp_path: Path) -> None:
         and first[("bob", "push")]["reason"] == "CHANNEL_DISABLED"
     )
     second = {
-        (d["recipient_id"], d["channel"]): d for d in decisions if d["flush_id"] == "trip:trip-004"
+        (d["recipient_id"], d["channel"]): d
+        for d in decisions
+        if d["flush_id"] == flushes[1]["flush_id"]
     }
     assert second[("alice", "email")]["presence"] == "ONLINE_UNFOCUSED"
     assert second[("dave", "browser")]["presence"] == "ONLINE_ELSEWHERE"
     assert second[("erin", None)]["reason"] == "NOT_MENTIONED"
-    (unknown,) = [d for d in decisions if d["flush_id"] == "mystery:mystery-006"]
+    (unknown,) = [d for d in decisions if d["conversation_id"] == "mystery"]
     assert unknown["reason"] == "UNKNOWN_CONVERSATION" and unknown["recipient_id"] is None
     assert "flushes" in stderr and "UNKNOWN_ROLE" in stderr  # the summary table
 
@@ -86,7 +91,9 @@ def test_deliveries_flag_adds_channel_records(tmp_path: Path) -> None:
     records, _, _ = replay(tmp_path, "--deliveries")
     emails = [r["value"] for r in records if r["topic"] == "notify.email"]
     assert {e["recipient_id"] for e in emails} == {"bob", "erin", "alice", "dave"}
-    assert all(e["delivery_id"].endswith(":email") for e in emails)
+    assert all(
+        e["delivery_id"] == delivery_id(e["flush_id"], e["recipient_id"], "email") for e in emails
+    )
 
 
 def test_set_overrides_the_inactivity_period(tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ class ConversationBatch:
         messages = self.pending
         opened_at = self.opened_at if self.opened_at is not None else self.first_at
         flush = {
-            "flush_id": flush_id(self.conversation_id, messages[0]["message_id"]),
+            "flush_id": flush_id(self.conversation_id, [m["message_id"] for m in messages]),
             "conversation_id": self.conversation_id,
             "message_ids": [m["message_id"] for m in messages],
             "messages": messages,

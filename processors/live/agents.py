@@ -412,8 +412,8 @@ class Pipeline:
             await self._persist_batch(partition, batch)
         elif (
             batch.pending
-            and make_flush_id(cid, batch.pending[0]["message_id"]) == flush["flush_id"]
             and set(flush["message_ids"]) <= batch.pending_ids
+            and make_flush_id(cid, flush["message_ids"]) == flush["flush_id"]
         ):
             # Recovered state from before a crash that happened between producing this
             # Flush and persisting the close: close the same way (deterministic) without

@@ -8,6 +8,7 @@ import pytest
 
 from processors.core.batching import RECENT_IDS, ConversationBatch
 from processors.core.engine import Engine
+from processors.core.ids import flush_id
 from processors.core.settings import CoreSettings
 from tests.core.builders import S, msg, typing
 
@@ -152,7 +153,7 @@ def test_settings_change_mid_stream_reschedules_open_batches() -> None:
     assert flushes(events)[0] == (["m1"], 30 * S, "inactivity", 0)
 
 
-def test_flush_id_is_deterministic_and_uses_first_message() -> None:
+def test_flush_id_is_deterministic_and_covers_every_message() -> None:
     engine = Engine()
     out = [
         *engine.feed(M, None, msg("m1", 0)),
@@ -160,7 +161,7 @@ def test_flush_id_is_deterministic_and_uses_first_message() -> None:
         *engine.finish(),
     ]
     flush = out[0][2]
-    assert flush["flush_id"] == "c1:m1"
+    assert flush["flush_id"] == flush_id("c1", ["m1", "m2"])
     assert [m["text"] for m in flush["messages"]] == ["text of m1", "text of m2"]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from processors.core.decisions import Reason, decide, fan_out
+from processors.core.ids import decision_id
 from processors.core.presence import Presence
 from tests.core.builders import conversation, msg, participant, role, user
 
@@ -152,5 +153,5 @@ def test_delivery_excludes_own_messages_and_carries_names() -> None:
     (email,) = deliveries
     assert [m["message_id"] for m in email["messages"]] == ["m1"]
     assert email["messages"][0]["sender_name"] == "Alice"
-    assert email["delivery_id"] == "c1:m1:bob:email"
+    assert email["delivery_id"] == decision_id("c1:m1", "bob", "email")
     assert email["subject"] == "Plans"

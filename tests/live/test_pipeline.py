@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from processors.core.engine import Engine
+from processors.core.ids import flush_id
 from processors.topics import DECISIONS, FLUSHES
 
 from .conftest import WorkerProc, consume, ensure, produce
@@ -144,4 +145,4 @@ def test_bad_records_go_to_dead_letter(
     )
     ann = {d["channel"]: d for d in decisions if d["recipient_id"] == "ann"}
     assert ann["email"]["outcome"] == "send"
-    assert ann["email"]["flush_id"] == "c1:g1"
+    assert ann["email"]["flush_id"] == flush_id("c1", ["g1"])

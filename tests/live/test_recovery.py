@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from processors.core.ids import decision_id, flush_id
 from processors.topics import DECISIONS, FLUSHES
 
 from .conftest import WorkerProc, consume, ensure, produce
@@ -99,11 +100,11 @@ def test_sigkill_mid_batch_flushes_once(
     flushes = consume(tansu.bootstrap, prefix, FLUSHES, until=lambda v: len(v) >= 1, timeout=40)
     time.sleep(3.0)  # a duplicate would come within the scheduler's next ticks
     flushes = consume(tansu.bootstrap, prefix, FLUSHES, until=lambda v: len(v) >= 2, timeout=3)
-    assert [f["flush_id"] for f in flushes] == ["c1:m1"]
+    assert [f["flush_id"] for f in flushes] == [flush_id("c1", ["m1", "m2", "m3"])]
     assert flushes[0]["message_ids"] == ["m1", "m2", "m3"]
     decisions = consume(tansu.bootstrap, prefix, DECISIONS, until=lambda v: len(v) >= 5, timeout=20)
     ids = Counter(d["decision_id"] for d in decisions)
-    assert ids["c1:m1:bob:email"] >= 1, [
+    assert ids[decision_id(flushes[0]["flush_id"], "bob", "email")] >= 1, [
         (d["decision_id"], d["reason"], d["detail"]) for d in decisions
     ]
     assert "Recovered" in second.log() or "recover" in second.log().lower()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors.core.ids import delivery_id
+
 T0_MS = 1_760_000_000_000
 
 
@@ -15,7 +17,7 @@ def make_delivery(channel: str = "email", n: int = 1, **overrides: Any) -> dict[
         f"message {i} <script>alert(1)</script>" for i in range(n)
     ]
     delivery: dict[str, Any] = {
-        "delivery_id": f"{flush_id}:{recipient_id}:{channel}",
+        "delivery_id": delivery_id(flush_id, recipient_id, channel),
         "flush_id": flush_id,
         "conversation_id": conversation_id,
         "recipient_id": recipient_id,
