@@ -1,14 +1,21 @@
 """Pure payload builders for every channel (DESIGN §6).
 
 Each ``build_*`` takes the Delivery record (its JSON form), the AppSettings record
-(links and sender identities; missing fields fall back to :class:`AppLinks`
-defaults) and ``now_ms``, and returns plain data that a backend sends as is and the
+or the :class:`AppLinks` checked from it (links and sender identities; missing or
+refused fields fall back to defaults) and ``now_ms``, and returns plain data that a backend sends as is and the
 outbox writes as is. No clock, environment or provider library in here.
 
 Templates are Jinja2, autoescaped for ``.html`` templates only (escaping a text part
 would show ``&lt;`` to the reader). A locale override lives in
 ``<override dir>/<locale>/<name>`` (then ``<lang>/``, then the override dir's root,
 then the shipped template), so a team can replace any template per locale.
+
+Record text is made safe where it lands: links are built by
+:func:`processors.core.links.expand_link` (http/https only, values percent-encoded);
+every header and one-line field (subject, display names, push titles, SMS sender)
+goes through :func:`one_line` (controls and separators removed, length bounded); an
+email address that cannot be one header address is a :class:`BadAddressError`, never
+"cleaned" into another address.
 """
 
 from __future__ import annotations
@@ -16,16 +23,25 @@ from __future__ import annotations
 import base64
 import email.policy
 import hashlib
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, formataddr, getaddresses, parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
 
+from processors.core.links import (
+    LinkTooLongError,
+    expand_link,
+    link_origin,
+    validate_link_template,
+)
+from processors.senders.errors import BadAddressError
 from processors.senders.tokens import conversation_ref
 
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -43,6 +59,12 @@ APNS_COLLAPSE_ID_MAX_BYTES = 64  # APNs limit
 WEBPUSH_TOPIC_MAX_CHARS = 32  # RFC 8030 §5.4
 SMS_SINGLE_GSM7, SMS_MULTI_GSM7 = 160, 153  # septets per segment (UDH takes 7)
 SMS_SINGLE_UCS2, SMS_MULTI_UCS2 = 70, 67  # UTF-16 code units per segment
+SUBJECT_MAX_CHARS = 200  # mail clients show ~70; a stable, bounded subject threads fine
+NAME_MAX_CHARS = 100  # display names (From, To, sender names in bodies)
+PUSH_TITLE_MAX_CHARS = 100  # notification titles: lock screens show far less
+SMS_SENDER_MAX_CHARS = 40  # the sender's name must leave room for the text and link
+SMS_LINK_MAX_CHARS = 300  # a longer link is replaced by the app's site (segments cost)
+EMAIL_ADDRESS_MAX_CHARS = 254  # RFC 5321 path limit
 
 
 # --------------------------------------------------------------------------- settings
@@ -50,47 +72,143 @@ SMS_SINGLE_UCS2, SMS_MULTI_UCS2 = 70, 67  # UTF-16 code units per segment
 
 @dataclass(frozen=True, slots=True)
 class AppLinks:
-    """The AppSettings fields the senders use, with defaults for missing ones."""
+    """The AppSettings fields the senders use, each checked, with defaults for missing ones.
+
+    A field whose value cannot be used safely (a link template refused by
+    :func:`~processors.core.links.validate_link_template`, a From that is not one
+    mailbox, a reply domain that is not a host name, an SMS sender that is neither a
+    number nor an alphanumeric id) falls back to its default and is listed in
+    ``fallbacks`` as ``(field, reason)``: the sender counts and logs it, and no
+    delivery fails because of a bad setting.
+    """
 
     app_url_template: str = DEFAULT_APP_URL_TEMPLATE
     unsubscribe_url_template: str = DEFAULT_UNSUBSCRIBE_URL_TEMPLATE
     email_from: str = DEFAULT_EMAIL_FROM
     reply_domain: str = DEFAULT_REPLY_DOMAIN
     sms_from: str | None = None
+    fallbacks: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_app_settings(cls, app_settings: Mapping[str, Any] | None) -> AppLinks:
-        values = {
-            name: app_settings[name]
-            for name in cls.__slots__
-            if app_settings and app_settings.get(name)
+    def from_app_settings(cls, app_settings: Mapping[str, Any] | AppLinks | None) -> AppLinks:
+        if isinstance(app_settings, AppLinks):
+            return app_settings
+        checks: dict[str, Any] = {
+            "app_url_template": validate_link_template,
+            "unsubscribe_url_template": validate_link_template,
+            "email_from": _checked_mailbox,
+            "reply_domain": _checked_domain,
+            "sms_from": _checked_sms_from,
         }
-        return cls(**values)
+        values: dict[str, Any] = {}
+        fallbacks: list[tuple[str, str]] = []
+        for name, check in checks.items():
+            value = app_settings.get(name) if app_settings else None
+            if not value:
+                continue
+            try:
+                values[name] = check(value)
+            except ValueError as exc:
+                fallbacks.append((name, str(exc)))
+        return cls(**values, fallbacks=tuple(fallbacks))
 
     def conversation_url(self, conversation_id: str, user_id: str) -> str:
-        return _format(self.app_url_template, conversation_id, user_id)
+        return _link(self.app_url_template, conversation_id, user_id)
 
     def unsubscribe_url(self, conversation_id: str, user_id: str) -> str:
-        return _format(self.unsubscribe_url_template, conversation_id, user_id)
+        return _link(self.unsubscribe_url_template, conversation_id, user_id)
 
     @property
     def mail_domain(self) -> str:
         """Domain for Message-IDs: the From address's, else the reply domain."""
         address = parseaddr(self.email_from)[1]
-        return address.rpartition("@")[2] or self.reply_domain
+        domain = address.rpartition("@")[2]
+        return domain if _HOSTNAME.fullmatch(domain) else self.reply_domain
 
 
-class _KeepMissing(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+def _link(template: str, conversation_id: str, user_id: str) -> str:
+    """The link for one recipient; the template's site when the ids make it too long."""
+    try:
+        return expand_link(
+            template, conversation_id=conversation_id, user_id=user_id, recipient_id=user_id
+        )
+    except LinkTooLongError:
+        return link_origin(template)
 
 
-def _format(template: str, conversation_id: str, user_id: str) -> str:
-    # format_map with a forgiving dict: a typo in a dashboard-edited template must not
-    # crash every delivery; the placeholder stays visible instead.
-    return template.format_map(
-        _KeepMissing(conversation_id=conversation_id, user_id=user_id, recipient_id=user_id)
-    )
+# Every character class that must not reach a header or a one-line field: controls
+# (C0, DEL, C1, which includes CR and LF), line/paragraph separators, format
+# characters such as the bidirectional overrides (they reorder what a reader sees).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+# An addr-spec we are willing to put in a header: one '@', no whitespace, controls,
+# quotes or the characters that separate or group addresses.
+_ADDRESS_PART = r"[^\s\x00-\x1f\x7f-\x9f<>()\[\],;:\\\"@]+"
+_ADDRESS = re.compile(_ADDRESS_PART + "@" + _ADDRESS_PART)
+_SMS_FROM = re.compile(r"\+?[0-9]{3,15}|[A-Za-z0-9][A-Za-z0-9 ]{0,10}")
+_LOCALE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8}){0,3}")
+
+
+def one_line(text: object, limit: int) -> str:
+    """``text`` as one bounded line: every control, separator and format character
+    becomes a space, whitespace runs collapse to one space, and the result is cut to
+    ``limit`` characters with an ellipsis. Safe for headers, titles and SMS."""
+    raw = str(text)[: limit * 4 + 16]  # never scan more than a bounded prefix
+    cleaned = "".join(" " if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in raw)
+    return _truncate(" ".join(cleaned.split()), limit)
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) in _UNSAFE_CATEGORIES for c in text)
+
+
+def _checked_mailbox(value: object) -> str:
+    """One ``Name <addr>`` mailbox for From, rebuilt from its parts (name cleaned, bounded)."""
+    text = str(value)
+    if _has_control(text):
+        raise ValueError("email_from contains control characters")
+    found = getaddresses([text])
+    if len(found) != 1:
+        raise ValueError("email_from must be exactly one mailbox")
+    name, address = found[0]
+    if not _ADDRESS.fullmatch(address) or len(address) > EMAIL_ADDRESS_MAX_CHARS:
+        raise ValueError("email_from has no valid address")
+    return formataddr((one_line(name, NAME_MAX_CHARS), address))
+
+
+def _checked_domain(value: object) -> str:
+    text = str(value).strip()
+    if not _HOSTNAME.fullmatch(text):
+        raise ValueError("reply_domain must be a host name")
+    return text
+
+
+def _checked_sms_from(value: object) -> str:
+    text = str(value).strip()
+    if not _SMS_FROM.fullmatch(text):
+        raise ValueError(
+            "sms_from must be a phone number (+ and 3 to 15 digits) or an alphanumeric "
+            "sender id of at most 11 characters"
+        )
+    return text
+
+
+def email_address(delivery: Mapping[str, Any]) -> str:
+    """The recipient's address, or :class:`BadAddressError` if it cannot go in a header
+    as one address (a CR/LF or a second address in it is refused, never cleaned up:
+    cleaning an address would send to someone else)."""
+    address = str(delivery.get("email") or "")
+    if len(address) > EMAIL_ADDRESS_MAX_CHARS or not _ADDRESS.fullmatch(address):
+        raise BadAddressError("email address unusable in a header", address=address)
+    return address
+
+
+def _locale(delivery: Mapping[str, Any]) -> str:
+    locale = str(delivery.get("locale") or "en")
+    return locale if len(locale) <= 35 and _LOCALE.fullmatch(locale) else "en"
 
 
 # --------------------------------------------------------------------------- templates
@@ -138,12 +256,18 @@ def _messages(delivery: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return list(delivery.get("messages") or [])
 
 
-def _sender_name(message: Mapping[str, Any]) -> str:
-    return str(message.get("sender_name") or message.get("sender_id") or "Someone")
+def _sender_name(message: Mapping[str, Any], limit: int = NAME_MAX_CHARS) -> str:
+    name = one_line(message.get("sender_name") or message.get("sender_id") or "", limit)
+    return name or "Someone"
 
 
-def _time_utc(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _time_utc(ts_ms: Any) -> str:
+    # A time the clock cannot show (year 33658) must not fail the delivery: the
+    # message is still worth notifying, just without its time.
+    try:
+        return datetime.fromtimestamp(int(ts_ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
 
 
 def _digest(*parts: str) -> str:
@@ -153,23 +277,30 @@ def _digest(*parts: str) -> str:
 def collapse_id(conversation_id: str) -> str:
     """Per-conversation collapse id (FCM collapse key/tag, apns-collapse-id, Web Push tag).
 
-    The conversation id itself when short enough for APNs, else a stable hash.
+    The conversation id itself when it is short enough for APNs and made only of
+    characters safe in an HTTP header (it is sent as ``apns-collapse-id``), else a
+    stable hash.
     """
-    if len(conversation_id.encode()) <= APNS_COLLAPSE_ID_MAX_BYTES and conversation_id.isascii():
+    if _COLLAPSE_ID.fullmatch(conversation_id):
         return conversation_id
     return "conv-" + _digest("collapse", conversation_id)[:40]
+
+
+_COLLAPSE_ID = re.compile(rf"[A-Za-z0-9._~:-]{{1,{APNS_COLLAPSE_ID_MAX_BYTES}}}")
 
 
 def _truncate(text: str, limit: int, ellipsis: str = "…") -> str:
     return text if len(text) <= limit else text[: max(0, limit - len(ellipsis))] + ellipsis
 
 
-def _summary(messages: Sequence[Mapping[str, Any]]) -> tuple[str, str, int]:
+def _summary(
+    messages: Sequence[Mapping[str, Any]], name_limit: int = NAME_MAX_CHARS
+) -> tuple[str, str, int]:
     """(first sender name, first text, how many more) of a batch."""
     if not messages:
         return "Someone", "", 0
     first = messages[0]
-    return _sender_name(first), str(first.get("text") or ""), len(messages) - 1
+    return _sender_name(first, name_limit), str(first.get("text") or ""), len(messages) - 1
 
 
 # --------------------------------------------------------------------------- email
@@ -207,7 +338,7 @@ def email_message_id(delivery_id: str, domain: str) -> str:
 
 def build_email(
     delivery: Mapping[str, Any],
-    app_settings: Mapping[str, Any] | None,
+    app_settings: Mapping[str, Any] | AppLinks | None,
     token: str,
     now_ms: int,
     *,
@@ -222,20 +353,22 @@ def build_email(
     links = AppLinks.from_app_settings(app_settings)
     conversation_id = str(delivery["conversation_id"])
     recipient_id = str(delivery["recipient_id"])
-    locale = delivery.get("locale") or "en"
-    subject = delivery.get("subject")
+    locale = _locale(delivery)
+    to_address = email_address(delivery)
+    subject = one_line(delivery.get("subject") or "", SUBJECT_MAX_CHARS) or None
+    recipient_name = one_line(delivery.get("recipient_name") or "", NAME_MAX_CHARS)
     url = links.conversation_url(conversation_id, recipient_id)
     unsubscribe_url = links.unsubscribe_url(conversation_id, recipient_id)
     messages = [
         {
             "sender_name": _sender_name(m),
             "text": str(m.get("text") or ""),
-            "time": _time_utc(int(m.get("ts") or 0)),
+            "time": _time_utc(m.get("ts") or 0),
         }
         for m in _messages(delivery)
     ]
     context: dict[str, Any] = {
-        "recipient_name": delivery.get("recipient_name"),
+        "recipient_name": recipient_name or None,
         "subject": subject,
         "messages": messages,
         "count": len(messages),
@@ -243,7 +376,8 @@ def build_email(
         "url": url,
         "unsubscribe_url": unsubscribe_url,
     }
-    subject_line = " ".join(t.render("email/subject.txt.j2", locale, **context).split())
+    # a locale override renders the subject: it is cleaned and bounded after rendering
+    subject_line = one_line(t.render("email/subject.txt.j2", locale, **context), SUBJECT_MAX_CHARS)
     context["subject_line"] = subject_line
     html = t.render("email/body.html.j2", locale, **context)
     text = t.render("email/body.txt.j2", locale, **context)
@@ -254,6 +388,8 @@ def build_email(
         "Message-ID": email_message_id(str(delivery["delivery_id"]), domain),
         "In-Reply-To": root,
         "References": root,
+        # the link is an http(s) URL with every value percent-encoded (core/links),
+        # so it holds no '>', space, quote, CR or LF and stays one URL inside <...>
         "List-Unsubscribe": f"<{unsubscribe_url}>",
         # RFC 8058 one-click; mailbox providers require it for bulk senders.
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -262,7 +398,7 @@ def build_email(
         "X-Auto-Response-Suppress": "All",
     }
     return EmailContent(
-        to=formataddr((delivery.get("recipient_name") or "", str(delivery.get("email") or ""))),
+        to=formataddr((recipient_name, to_address)),
         from_=links.email_from,
         reply_to=f"reply+{token}@{links.reply_domain}",
         subject=subject_line,
@@ -351,7 +487,7 @@ class SmsContent:
 
 def build_sms(
     delivery: Mapping[str, Any],
-    app_settings: Mapping[str, Any] | None,
+    app_settings: Mapping[str, Any] | AppLinks | None,
     *,
     max_segments: int,
     from_number: str | None = None,
@@ -365,7 +501,9 @@ def build_sms(
     links = AppLinks.from_app_settings(app_settings)
     conversation_id = str(delivery["conversation_id"])
     url = links.conversation_url(conversation_id, str(delivery["recipient_id"]))
-    sender, text, more = _summary(_messages(delivery))
+    if len(url) > SMS_LINK_MAX_CHARS:
+        url = link_origin(links.app_url_template)
+    sender, text, more = _summary(_messages(delivery), SMS_SENDER_MAX_CHARS)
     text = " ".join(text.split())  # newlines and runs of spaces waste segments
     suffix = (f" (+{more} more)" if more else "") + f"\n{url}"
 
@@ -409,13 +547,16 @@ class PushContent:
 def _title_body(delivery: Mapping[str, Any], body_max: int) -> tuple[str, str]:
     sender, text, more = _summary(_messages(delivery))
     subject = delivery.get("subject")
-    title = str(subject) if subject else sender
+    title = one_line(subject, PUSH_TITLE_MAX_CHARS) if subject else ""
+    title = title or _truncate(sender, PUSH_TITLE_MAX_CHARS)
     body = f"{sender}: {text}" if subject else text
     suffix = f" (+{more} more)" if more else ""
     return title, _truncate(" ".join(body.split()), body_max - len(suffix)) + suffix
 
 
-def build_push(delivery: Mapping[str, Any], app_settings: Mapping[str, Any] | None) -> PushContent:
+def build_push(
+    delivery: Mapping[str, Any], app_settings: Mapping[str, Any] | AppLinks | None
+) -> PushContent:
     """Title/body/data for every push token of the recipient, collapsing per conversation."""
     links = AppLinks.from_app_settings(app_settings)
     conversation_id = str(delivery["conversation_id"])
@@ -448,7 +589,7 @@ class BrowserContent:
 
 
 def build_browser(
-    delivery: Mapping[str, Any], app_settings: Mapping[str, Any] | None, *, ttl_s: int
+    delivery: Mapping[str, Any], app_settings: Mapping[str, Any] | AppLinks | None, *, ttl_s: int
 ) -> BrowserContent:
     """Web Push payload ``{title, body, url, tag}`` for every subscription, plus TTL."""
     links = AppLinks.from_app_settings(app_settings)

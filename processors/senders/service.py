@@ -27,7 +27,14 @@ store write; those providers have no idempotency key, so that resend is accepted
 *Failure isolation.* Each delivery is one recipient; within it each address (push
 token, browser subscription) succeeds or fails on its own (``PartialSendError``):
 only transient ones are retried, bad ones are reported one Outcome each.
-Nothing here logs addresses, tokens or message text.
+Nothing here logs addresses, tokens or message text; ids and reasons go through
+:func:`processors.logsafe.for_log`, so no record can forge a log line.
+
+*Settings.* The AppSettings the service holds are checked once per new value
+(:meth:`render.AppLinks.from_app_settings`): a refused link template, From, reply
+domain or SMS sender falls back to its default, is logged once and counted per
+delivery rendered with it (``chat_notifier_settings_fallbacks_total``); no delivery
+fails because of a setting.
 """
 
 from __future__ import annotations
@@ -38,10 +45,15 @@ import json
 import logging
 import random
 import time
+import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import Counter as PromCounter
+
+from processors.logsafe import for_log
 from processors.senders import render
 from processors.senders.base import Content, Sender
 from processors.senders.errors import (
@@ -58,6 +70,12 @@ from processors.settings import Settings
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
+
+SETTINGS_FALLBACKS = PromCounter(
+    "chat_notifier_settings_fallbacks_total",
+    "Deliveries rendered with a default because an AppSettings field was refused",
+    ["field"],
+)
 
 
 class SentStore(Protocol):
@@ -150,7 +168,10 @@ class DeliveryService:
         self.settings = settings
         self.senders = dict(senders)
         self.store = store
-        self.app_settings: Mapping[str, Any] = dict(app_settings or {})
+        self._app_settings: dict[str, Any] = {}
+        self.links = render.AppLinks()
+        self.fallback_counts: Counter[str] = Counter()  # field -> deliveries (tests)
+        self.app_settings = app_settings or {}
         self.templates = templates or render.Templates(settings.email.template_dir)
         self.clock = clock
         self.monotonic = monotonic
@@ -172,12 +193,32 @@ class DeliveryService:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    @property
+    def app_settings(self) -> Mapping[str, Any]:
+        return self._app_settings
+
+    @app_settings.setter
+    def app_settings(self, value: Mapping[str, Any] | None) -> None:
+        """Hold ``value``; check it only when it differs from the one held (the agent
+        sets it before every delivery)."""
+        record = dict(value or {})
+        if record == self._app_settings and self._app_settings:
+            return
+        self._app_settings = record
+        self.links = render.AppLinks.from_app_settings(record)
+        for name, reason in self.links.fallbacks:
+            log.warning("AppSettings %s refused (%s); using the default", name, for_log(reason))
+
     # ------------------------------------------------------------------ rendering
 
     def render(self, delivery: Mapping[str, Any]) -> Content:
         """The channel payload for ``delivery`` (pure builders + this service's settings)."""
         channel = delivery["channel"]
         now_ms = self.now_ms()
+        links = self.links
+        for name, _reason in links.fallbacks:
+            self.fallback_counts[name] += 1
+            SETTINGS_FALLBACKS.labels(name).inc()
         if channel == "email":
             token = make_reply_token(
                 str(delivery["conversation_id"]),
@@ -186,22 +227,18 @@ class DeliveryService:
                 now_ms=now_ms,
                 ttl_s=self.settings.reply.token_ttl_days * DAY_S,
             )
-            return render.build_email(
-                delivery, self.app_settings, token, now_ms, templates=self.templates
-            )
+            return render.build_email(delivery, links, token, now_ms, templates=self.templates)
         if channel == "sms":
             return render.build_sms(
                 delivery,
-                self.app_settings,
+                links,
                 max_segments=self.settings.sms.max_segments,
                 from_number=self.settings.sms.from_number,
             )
         if channel == "push":
-            return render.build_push(delivery, self.app_settings)
+            return render.build_push(delivery, links)
         if channel == "browser":
-            return render.build_browser(
-                delivery, self.app_settings, ttl_s=self.settings.browser.ttl_seconds
-            )
+            return render.build_browser(delivery, links, ttl_s=self.settings.browser.ttl_seconds)
         raise PermanentError(f"unknown channel {channel!r}")
 
     # ------------------------------------------------------------------ records
@@ -279,7 +316,9 @@ class DeliveryService:
         stored = self.store.get(delivery_id)
         if stored is not None:
             log.info(
-                "delivery %s already done (%s); not sent again", delivery_id, stored.get("status")
+                "delivery %s already done (%s); not sent again",
+                for_log(delivery_id),
+                for_log(stored.get("status")),
             )
             return DeliveryResult(outcomes=[dict(stored)], duplicate=True)
 
@@ -299,9 +338,19 @@ class DeliveryService:
             return result
         try:
             content = self.render(delivery)
+        except BadAddressError as exc:
+            # an address that cannot be written into the message (a CR/LF in it): report
+            # it for clean-up like a provider's refusal; terminal, so remembered
+            outcome = self._outcome(
+                delivery, "invalid_address", attempts=0, address=exc.address, detail=str(exc)
+            )
+            result.outcomes.append(outcome)
+            self.store.put(delivery_id, outcome)
+            log.info("delivery %s: %s", for_log(delivery_id), for_log(exc))
+            return result
         except Exception as exc:  # a template bug must not stop the agent
             reason = f"render failed: {type(exc).__name__}"
-            log.warning("delivery %s: %s", delivery_id, reason)
+            log.warning("delivery %s: %s", for_log(delivery_id), reason)
             result.outcomes.append(self._outcome(delivery, "failed", attempts=0, detail=reason))
             result.dead_letters.append(self._dead_letter(delivery, source, reason))
             return result
@@ -371,7 +420,15 @@ class DeliveryService:
                 break
             except Exception as exc:  # a bug or an unmapped library error: never kill the agent
                 failure = f"unexpected {type(exc).__name__}"
-                log.exception("delivery %s: unexpected error from %s", delivery_id, sender.name)
+                # The frames, not the exception's text: that may carry record data
+                # (ids, addresses) and would put raw CR/LF into the log.
+                log.error(
+                    "delivery %s: unexpected %s from %s\n%s",
+                    for_log(delivery_id),
+                    type(exc).__name__,
+                    sender.name,
+                    "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+                )
                 break
             if attempts >= self.max_attempts:
                 failure = f"{failure}; gave up after {attempts} attempts"
@@ -382,9 +439,9 @@ class DeliveryService:
                 break
             log.info(
                 "delivery %s attempt %d failed (%s); retry in %.2fs",
-                delivery_id,
+                for_log(delivery_id),
                 attempts,
-                failure,
+                for_log(failure),
                 delay,
             )
             await self.sleep(delay)
@@ -423,8 +480,8 @@ class DeliveryService:
         status = result.outcomes[-1]["status"] if result.outcomes else "?"
         log.info(
             "delivery %s channel=%s status=%s attempts=%d sent=%d bad=%d",
-            delivery_id,
-            channel,
+            for_log(delivery_id),
+            for_log(channel),
             status,
             attempts,
             len(sent),

@@ -247,7 +247,9 @@ def test_email_defaults_and_locale_override(tmp_path: Path) -> None:
     unknown = _email(
         make_delivery("email"), {"app_url_template": "https://x/{nope}/{conversation_id}"}
     )
-    assert "https://x/{nope}/conv-1" in unknown.text  # a template typo does not crash
+    # a template typo does not crash: the refused template falls back to the default
+    assert "http://localhost:8000/conversations/conv-1" in unknown.text
+    assert "{nope}" not in unknown.text
 
 
 # ------------------------------------------------------------------ SMS
