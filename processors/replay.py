@@ -1,11 +1,19 @@
 """``chat-notifier replay``: the core over recorded events, on event time, sending nothing.
 
 Input and output are JSON Lines of ``{"topic": ..., "key": ..., "value": {...}}``
-(DESIGN §9). Every value is validated against its topic's schema (the same codec the
-workers use), so replay rejects exactly what a worker would dead-letter; bad lines are
-reported with their line number and skipped. Output holds the ``notify.flushes`` and
-``notify.decisions`` records in the order they were produced (``--deliveries`` adds the
-``notify.<channel>`` records). A summary table goes to stderr at the end.
+(DESIGN §9); an input line may also carry ``"timestamp"``, the Kafka record timestamp
+in epoch ms. Every value is validated against its topic's schema (the same codec the
+workers use) and then goes through the same door as in the worker
+(:mod:`processors.core.admission`): ids with control characters, impossible event
+times and snapshots under a foreign key are rejected; an event time more than
+5 minutes ahead of the line's ``timestamp`` (or the Kafka record's, with
+``--from-kafka``) is bounded to it; an event under a missing or wrong key is applied
+under the id in its value (the worker would re-publish it under that key). Bad lines
+are reported with their line number and reason and skipped. Output holds the
+``notify.flushes`` and ``notify.decisions`` records in the order they were produced
+(``--deliveries`` adds the ``notify.<channel>`` records). A summary table goes to
+stderr at the end: flushes, decisions, records re-keyed, event times bounded, records
+out of time order, bad input lines.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from processors import codec
+from processors.core.admission import Admit, Reject, admit
 from processors.core.engine import Engine, Output
 from processors.core.settings import CoreSettings, SettingsError
 from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, TOPICS
@@ -43,8 +53,42 @@ class ReplayInputError(ValueError):
         self.reason = reason
 
 
-def parse_line(line_no: int, line: str) -> Record:
-    """One JSONL line to a validated (topic, key, value); raises ReplayInputError."""
+@dataclass(slots=True)
+class DoorCounts:
+    """What admission did to the records it let in (for the summary)."""
+
+    rekeyed: int = 0
+    bounded: int = 0
+
+
+def admitted(
+    topic: str,
+    key: str | None,
+    value: dict[str, Any],
+    record_ts: int | None,
+    counts: DoorCounts,
+) -> Record:
+    """The record as the core applies it, after admission; raises ValueError with the reason.
+
+    Replay has no partitions: a record the worker would re-publish under the id in its
+    value is applied under that id here, which is where it ends up live too.
+    """
+    verdict = admit(topic, key, value, record_ts, None)
+    if not isinstance(verdict, Admit | Reject):  # Rekey
+        counts.rekeyed += 1
+        key = verdict.key
+        verdict = admit(topic, key, value, record_ts, None)
+    if isinstance(verdict, Reject):
+        raise ValueError(verdict.reason)
+    if not isinstance(verdict, Admit) or verdict.value is None:  # pragma: no cover
+        raise ValueError(f"cannot admit the record under key {key!r}")
+    if verdict.bounded_from is not None:
+        counts.bounded += 1
+    return topic, key, verdict.value
+
+
+def parse_line(line_no: int, line: str, counts: DoorCounts | None = None) -> Record:
+    """One JSONL line to a validated, admitted (topic, key, value); raises ReplayInputError."""
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -66,7 +110,21 @@ def parse_line(line_no: int, line: str) -> Record:
     except codec.DecodeError as exc:
         raise ReplayInputError(line_no, str(exc)) from None
     key = item.get("key")
-    return topic, None if key is None else str(key), decoded
+    if key is not None and not isinstance(key, str):
+        raise ReplayInputError(line_no, f"key must be a string or null, got {_kind(key)}")
+    record_ts = item.get("timestamp")
+    if record_ts is not None and (not isinstance(record_ts, int) or isinstance(record_ts, bool)):
+        raise ReplayInputError(
+            line_no, f"timestamp must be epoch milliseconds or null, got {_kind(record_ts)}"
+        )
+    try:
+        return admitted(topic, key, decoded, record_ts, counts or DoorCounts())
+    except ValueError as exc:
+        raise ReplayInputError(line_no, str(exc)) from None
+
+
+def _kind(value: Any) -> str:
+    return "a number" if isinstance(value, int | float) else f"a JSON {type(value).__name__}"
 
 
 class _Progress:
@@ -101,9 +159,13 @@ class _Progress:
 
 
 def read_jsonl(
-    lines: Iterable[str], errors: list[ReplayInputError], progress: _Progress | None = None
+    lines: Iterable[str],
+    errors: list[ReplayInputError],
+    progress: _Progress | None = None,
+    counts: DoorCounts | None = None,
 ) -> Iterator[Record]:
     """Parse JSONL, skipping blank lines; bad lines are appended to ``errors``."""
+    counts = counts or DoorCounts()
     done = 0
     line_no = 0
     for line_no, line in enumerate(lines, start=1):
@@ -113,7 +175,7 @@ def read_jsonl(
         if not line.strip():
             continue
         try:
-            yield parse_line(line_no, line)
+            yield parse_line(line_no, line, counts)
         except ReplayInputError as exc:
             errors.append(exc)
     if progress is not None:
@@ -149,10 +211,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def summarise(outputs: Counter[tuple[str, str, str]], flushes: int, errors: int) -> str:
+def summarise(
+    outputs: Counter[tuple[str, str, str]],
+    flushes: int,
+    errors: int,
+    counts: DoorCounts | None = None,
+    out_of_order: int = 0,
+) -> str:
+    counts = counts or DoorCounts()
     rows = [("flushes", "", str(flushes))]
     for (outcome, reason, channel), n in sorted(outputs.items()):
         rows.append((f"decisions {outcome}", f"{reason} {channel}".strip(), str(n)))
+    rows.append(("records re-keyed", "key missing or not the id", str(counts.rekeyed)))
+    rows.append(("event times bounded", "over 5 min ahead", str(counts.bounded)))
+    rows.append(("records out of time order", "", str(out_of_order)))
     rows.append(("bad input lines", "", str(errors)))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c:>{width[2]}}" for a, b, c in rows)
@@ -173,9 +245,11 @@ def parse_position(text: str | None) -> int | datetime | None:
     return when
 
 
-def read_kafka(args: argparse.Namespace, errors: list[ReplayInputError]) -> Iterator[Record]:
-    """Input records straight from the broker's topics (``--from-kafka``)."""
-    from processors.live.kafka_replay import read_topics  # aiokafka: only here
+def read_kafka(
+    args: argparse.Namespace, errors: list[ReplayInputError], counts: DoorCounts
+) -> Iterator[Record]:
+    """Input records straight from the broker's topics (``--from-kafka``), admitted."""
+    from processors.live.kafka_replay import read_topic_records  # aiokafka: only here
     from processors.settings import load_settings
 
     settings = load_settings()
@@ -196,7 +270,13 @@ def read_kafka(args: argparse.Namespace, errors: list[ReplayInputError]) -> Iter
         progress.total = total
         progress.update(done, done)
 
-    yield from read_topics(settings, names, start, end, on_error=on_error, progress=on_progress)
+    for record in read_topic_records(
+        settings, names, start, end, on_error=on_error, progress=on_progress
+    ):
+        try:
+            yield admitted(record.topic, record.key, record.value, record.timestamp, counts)
+        except ValueError as exc:
+            on_error(record.topic, record.partition, record.offset, str(exc))
     progress.close(progress.total, progress.total)
 
 
@@ -247,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"replay: no such input file: {args.input}", file=sys.stderr)
         return 2
     counts: Counter[tuple[str, str, str]] = Counter()
+    door = DoorCounts()
+    engine = Engine(overrides, deliveries=args.deliveries)
     flushes = 0
     with contextlib.ExitStack() as stack:
         if args.from_kafka:
@@ -255,19 +337,19 @@ def run(args: argparse.Namespace) -> int:
             except SettingsError as exc:
                 print(f"replay: {exc}", file=sys.stderr)
                 return 2
-            records = read_kafka(args, errors)
+            records = read_kafka(args, errors, door)
         elif str(args.input) == "-":
-            records = read_jsonl(sys.stdin, errors)
+            records = read_jsonl(sys.stdin, errors, None, door)
         else:
             handle = stack.enter_context(args.input.open(encoding="utf-8"))
             progress = _Progress(args.input.stat().st_size, sys.stderr)
-            records = read_jsonl(handle, errors, progress)
+            records = read_jsonl(handle, errors, progress, door)
         out = sys.stdout
         if str(args.output) != "-":
             args.output.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(args.output.open("w", encoding="utf-8"))
         try:
-            for topic, key, value in replay(records, overrides, deliveries=args.deliveries):
+            for topic, key, value in engine.feed_all(records):
                 if topic == FLUSHES:
                     flushes += 1
                 elif topic == DECISIONS:
@@ -283,5 +365,5 @@ def run(args: argparse.Namespace) -> int:
             return 2
     for error in errors:
         print(f"replay: skipped {error}", file=sys.stderr)
-    print(summarise(counts, flushes, len(errors)), file=sys.stderr)
+    print(summarise(counts, flushes, len(errors), door, engine.late_events), file=sys.stderr)
     return 1 if errors and args.strict else 0
