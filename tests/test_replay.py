@@ -179,7 +179,7 @@ def test_large_input_shows_progress(tmp_path: Path) -> None:
 
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     _, stderr, code = replay(tmp_path, input_path=tmp_path / "nope.jsonl")
-    assert code == 2 and "no such input file" in stderr
+    assert code == 3 and "no such input file" in stderr
 
 
 def _message(mid: str, conv: str, ts: int, sender: str = "ann") -> dict[str, Any]:
