@@ -134,7 +134,7 @@ ALLOWED_VALUES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     ("Delivery", "channel"): _CHANNELS,
     ("Outcome", "channel"): _CHANNELS,
     ("Outcome", "status"): ("sent", "failed", "invalid_address"),
-    ("DeadLetter", "stage"): ("decode", "process", "deliver"),
+    ("DeadLetter", "stage"): ("decode", "admit", "process", "deliver"),
 }
 
 _SINGLE_OBJECT_MARKER: Final = b"\xc3\x01"
@@ -1138,8 +1138,8 @@ def dead_letter(
     ts: int,
 ) -> dict[str, Any]:
     """A DeadLetter record (schemas/DeadLetter.avsc): the original bytes unchanged, the
-    reason, and where they came from. ``stage`` is ``decode``, ``process`` or ``deliver``;
-    anything else raises :class:`EncodeError`, as does a value of the wrong type."""
+    reason, and where they came from. ``stage`` is ``decode``, ``admit``, ``process`` or
+    ``deliver``; anything else raises :class:`EncodeError`, as does a value of the wrong type."""
     record = {
         "source_topic": source_topic,
         "partition": partition,

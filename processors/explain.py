@@ -6,6 +6,11 @@ Reads Decision records, from ``notify.decisions`` on the broker (and the matchin
 words a support engineer can act on. The reasons mirror the product's own
 troubleshooting list: a role must be assigned, must match a defined role exactly, and
 must have the channel enabled.
+
+A send is worded by what is known of it: with an outcome (``notify.outcomes``, live
+data) it says "sent -> <status>"; read from the broker without an outcome yet, "sent"
+(the Delivery is on its channel topic); read from a file holding no outcomes at all,
+i.e. ``replay`` output, "would be sent": replay decides but sends nothing.
 """
 
 from __future__ import annotations
@@ -60,9 +65,16 @@ def select(
 
 
 def explain(
-    decisions: Iterable[Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]] | None = None
+    decisions: Iterable[Mapping[str, Any]],
+    outcomes: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    replayed: bool = False,
 ) -> Iterator[str]:
-    """Readable lines, grouped by flush and recipient, in the order decided."""
+    """Readable lines, grouped by flush and recipient, in the order decided.
+
+    ``replayed``: the decisions come from ``replay``, which sends nothing, so a send
+    without an outcome reads "would be sent".
+    """
     outcomes = outcomes or {}
     groups: dict[tuple[str, str | None], list[Mapping[str, Any]]] = {}
     for d in decisions:
@@ -79,6 +91,9 @@ def explain(
             channel = d.get("channel")
             if d["outcome"] == "send":
                 status = outcomes.get(d.get("delivery_id") or "")
+                if status is None and replayed:
+                    yield f"    {channel}: would be sent (replay sends nothing)"
+                    continue
                 result = f" -> {status['status']}" if status else ""
                 detail = f" ({status['detail']})" if status and status.get("detail") else ""
                 yield f"    {channel}: sent{result}{detail}"
@@ -145,8 +160,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"explain: no such input file: {args.input}", file=sys.stderr)
             return 2
         decisions, outcomes = read_jsonl(args.input)
+        # A file with no outcome at all is replay output (the senders never saw it).
+        replayed = not outcomes
     else:
         decisions, outcomes = read_kafka()
+        replayed = False
     chosen = select(decisions, args.user, args.conversation)
     if args.last:
         flushes = list(dict.fromkeys(d["flush_id"] for d in chosen))[-args.last :]
@@ -162,6 +180,6 @@ def run(args: argparse.Namespace) -> int:
             "unknown when its batch closed (try --conversation)."
         )
         return 0
-    for line in explain(chosen, outcomes):
+    for line in explain(chosen, outcomes, replayed=replayed):
         print(line)
     return 0

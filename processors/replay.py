@@ -1,11 +1,19 @@
 """``chat-notifier replay``: the core over recorded events, on event time, sending nothing.
 
 Input and output are JSON Lines of ``{"topic": ..., "key": ..., "value": {...}}``
-(DESIGN §9). Every value is validated against its topic's schema (the same codec the
-workers use), so replay rejects exactly what a worker would dead-letter; bad lines are
-reported with their line number and skipped. Output holds the ``notify.flushes`` and
-``notify.decisions`` records in the order they were produced (``--deliveries`` adds the
-``notify.<channel>`` records). A summary table goes to stderr at the end.
+(DESIGN §9); an input line may also carry ``"timestamp"``, the Kafka record timestamp
+in epoch ms. Every value is validated against its topic's schema (the same codec the
+workers use) and then goes through the same door as in the worker
+(:mod:`processors.core.admission`): ids with control characters, impossible event
+times and snapshots under a foreign key are rejected; an event time more than
+5 minutes ahead of the line's ``timestamp`` (or the Kafka record's, with
+``--from-kafka``) is bounded to it; an event under a missing or wrong key is applied
+under the id in its value (the worker would re-publish it under that key). Bad lines
+are reported with their line number and reason and skipped. Output holds the
+``notify.flushes`` and ``notify.decisions`` records in the order they were produced
+(``--deliveries`` adds the ``notify.<channel>`` records). A summary table goes to
+stderr at the end: flushes, decisions, records re-keyed, event times bounded, records
+out of time order, bad input lines.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from processors import codec
+from processors.core.admission import Admit, Reject, admit
 from processors.core.engine import Engine, Output
 from processors.core.settings import CoreSettings, SettingsError
 from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, TOPICS
@@ -43,8 +53,42 @@ class ReplayInputError(ValueError):
         self.reason = reason
 
 
-def parse_line(line_no: int, line: str) -> Record:
-    """One JSONL line to a validated (topic, key, value); raises ReplayInputError."""
+@dataclass(slots=True)
+class DoorCounts:
+    """What admission did to the records it let in (for the summary)."""
+
+    rekeyed: int = 0
+    bounded: int = 0
+
+
+def admitted(
+    topic: str,
+    key: str | None,
+    value: dict[str, Any],
+    record_ts: int | None,
+    counts: DoorCounts,
+) -> Record:
+    """The record as the core applies it, after admission; raises ValueError with the reason.
+
+    Replay has no partitions: a record the worker would re-publish under the id in its
+    value is applied under that id here, which is where it ends up live too.
+    """
+    verdict = admit(topic, key, value, record_ts, None)
+    if not isinstance(verdict, Admit | Reject):  # Rekey
+        counts.rekeyed += 1
+        key = verdict.key
+        verdict = admit(topic, key, value, record_ts, None)
+    if isinstance(verdict, Reject):
+        raise ValueError(verdict.reason)
+    if not isinstance(verdict, Admit) or verdict.value is None:  # pragma: no cover
+        raise ValueError(f"cannot admit the record under key {key!r}")
+    if verdict.bounded_from is not None:
+        counts.bounded += 1
+    return topic, key, verdict.value
+
+
+def parse_line(line_no: int, line: str, counts: DoorCounts | None = None) -> Record:
+    """One JSONL line to a validated, admitted (topic, key, value); raises ReplayInputError."""
     try:
         item = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -66,7 +110,21 @@ def parse_line(line_no: int, line: str) -> Record:
     except codec.DecodeError as exc:
         raise ReplayInputError(line_no, str(exc)) from None
     key = item.get("key")
-    return topic, None if key is None else str(key), decoded
+    if key is not None and not isinstance(key, str):
+        raise ReplayInputError(line_no, f"key must be a string or null, got {_kind(key)}")
+    record_ts = item.get("timestamp")
+    if record_ts is not None and (not isinstance(record_ts, int) or isinstance(record_ts, bool)):
+        raise ReplayInputError(
+            line_no, f"timestamp must be epoch milliseconds or null, got {_kind(record_ts)}"
+        )
+    try:
+        return admitted(topic, key, decoded, record_ts, counts or DoorCounts())
+    except ValueError as exc:
+        raise ReplayInputError(line_no, str(exc)) from None
+
+
+def _kind(value: Any) -> str:
+    return "a number" if isinstance(value, int | float) else f"a JSON {type(value).__name__}"
 
 
 class _Progress:
@@ -101,19 +159,41 @@ class _Progress:
 
 
 def read_jsonl(
-    lines: Iterable[str], errors: list[ReplayInputError], progress: _Progress | None = None
+    lines: Iterable[bytes | str],
+    errors: list[ReplayInputError],
+    progress: _Progress | None = None,
+    counts: DoorCounts | None = None,
 ) -> Iterator[Record]:
-    """Parse JSONL, skipping blank lines; bad lines are appended to ``errors``."""
+    """Parse JSONL, skipping blank lines; bad lines are appended to ``errors``.
+
+    Lines may be bytes (files and stdin are read as bytes, so that one line that is not
+    UTF-8 is reported and skipped instead of ending the run) or already decoded text.
+    """
+    counts = counts or DoorCounts()
     done = 0
     line_no = 0
-    for line_no, line in enumerate(lines, start=1):
-        done += len(line)
+    for line_no, raw in enumerate(lines, start=1):
+        done += len(raw)
         if progress is not None:
             progress.update(done, line_no)
+        if isinstance(raw, bytes):
+            try:
+                # utf-8-sig: a byte-order mark some editors write at the start is not data
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(
+                    ReplayInputError(
+                        line_no,
+                        f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}",
+                    )
+                )
+                continue
+        else:
+            line = raw
         if not line.strip():
             continue
         try:
-            yield parse_line(line_no, line)
+            yield parse_line(line_no, line, counts)
         except ReplayInputError as exc:
             errors.append(exc)
     if progress is not None:
@@ -149,10 +229,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def summarise(outputs: Counter[tuple[str, str, str]], flushes: int, errors: int) -> str:
+def summarise(
+    outputs: Counter[tuple[str, str, str]],
+    flushes: int,
+    errors: int,
+    counts: DoorCounts | None = None,
+    out_of_order: int = 0,
+) -> str:
+    counts = counts or DoorCounts()
     rows = [("flushes", "", str(flushes))]
     for (outcome, reason, channel), n in sorted(outputs.items()):
         rows.append((f"decisions {outcome}", f"{reason} {channel}".strip(), str(n)))
+    rows.append(("records re-keyed", "key missing or not the id", str(counts.rekeyed)))
+    rows.append(("event times bounded", "over 5 min ahead", str(counts.bounded)))
+    rows.append(("records out of time order", "", str(out_of_order)))
     rows.append(("bad input lines", "", str(errors)))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c:>{width[2]}}" for a, b, c in rows)
@@ -173,9 +263,11 @@ def parse_position(text: str | None) -> int | datetime | None:
     return when
 
 
-def read_kafka(args: argparse.Namespace, errors: list[ReplayInputError]) -> Iterator[Record]:
-    """Input records straight from the broker's topics (``--from-kafka``)."""
-    from processors.live.kafka_replay import read_topics  # aiokafka: only here
+def read_kafka(
+    args: argparse.Namespace, errors: list[ReplayInputError], counts: DoorCounts
+) -> Iterator[Record]:
+    """Input records straight from the broker's topics (``--from-kafka``), admitted."""
+    from processors.live.kafka_replay import read_topic_records  # aiokafka: only here
     from processors.settings import load_settings
 
     settings = load_settings()
@@ -196,11 +288,19 @@ def read_kafka(args: argparse.Namespace, errors: list[ReplayInputError]) -> Iter
         progress.total = total
         progress.update(done, done)
 
-    yield from read_topics(settings, names, start, end, on_error=on_error, progress=on_progress)
+    for record in read_topic_records(
+        settings, names, start, end, on_error=on_error, progress=on_progress
+    ):
+        try:
+            yield admitted(record.topic, record.key, record.value, record.timestamp, counts)
+        except ValueError as exc:
+            on_error(record.topic, record.partition, record.offset, str(exc))
     progress.close(progress.total, progress.total)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--input", type=Path, help="JSON Lines of input records ('-' for stdin)")
     parser.add_argument(
         "--from-kafka",
@@ -232,56 +332,158 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Exit codes (also in ``replay --help``): distinct, so scripts can tell them apart.
+EXIT_OK = 0
+EXIT_BAD_LINES = 1  # with --strict: some input lines were bad (they were skipped)
+EXIT_USAGE = 2  # arguments, --set, --start/--end, --from-kafka without a broker URL
+EXIT_NO_INPUT = 3  # the input file does not exist
+EXIT_INPUT_UNREADABLE = 4  # the input is a directory, or cannot be read
+EXIT_INPUT_BINARY = 5  # the input is not text (NUL bytes): not JSON Lines
+EXIT_OUTPUT_UNWRITABLE = 6  # the output cannot be created or written
+EXIT_OUTPUT_IS_INPUT = 7  # --output names the input file (it would be emptied)
+
+EPILOG = f"""\
+exit codes:
+  {EXIT_OK}  done (bad input lines, if any, were reported on stderr and skipped)
+  {EXIT_BAD_LINES}  --strict and some input lines were bad
+  {EXIT_USAGE}  bad arguments (--set, --start/--end, --from-kafka without KAFKA_BROKER_URL)
+  {EXIT_NO_INPUT}  the input file does not exist
+  {EXIT_INPUT_UNREADABLE}  the input is a directory or cannot be read
+  {EXIT_INPUT_BINARY}  the input is a binary file, not JSON Lines
+  {EXIT_OUTPUT_UNWRITABLE}  the output cannot be created or written
+  {EXIT_OUTPUT_IS_INPUT}  --output is the input file (also through a symlink or another path)
+"""
+
+BINARY_SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB: not a text file
+MAX_REPORTED_LINES = 100  # bad lines printed one by one; the rest are counted
+
+
+class ReplayFileError(Exception):
+    """A file replay cannot use: one line on stderr and its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():  # symlinks, "./", ".."
+            return True
+        return a.exists() and b.exists() and a.samefile(b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def check_files(input_path: Path | None, output: Path) -> None:
+    """Refuse unusable files before anything is opened; raises ReplayFileError."""
+    if input_path is not None and str(input_path) != "-":
+        if str(output) != "-" and _same_file(input_path, output):
+            raise ReplayFileError(
+                f"--output {output} is the input file; it would be emptied before it is read",
+                EXIT_OUTPUT_IS_INPUT,
+            )
+        if not input_path.exists():
+            raise ReplayFileError(f"no such input file: {input_path}", EXIT_NO_INPUT)
+        if input_path.is_dir():
+            raise ReplayFileError(
+                f"input {input_path} is a directory, not a JSON Lines file", EXIT_INPUT_UNREADABLE
+            )
+        try:
+            with input_path.open("rb") as handle:
+                head = handle.read(BINARY_SNIFF_BYTES)
+        except OSError as exc:
+            raise ReplayFileError(
+                f"cannot read input {input_path}: {_why(exc)}", EXIT_INPUT_UNREADABLE
+            ) from None
+        if b"\0" in head:
+            raise ReplayFileError(
+                f"input {input_path} is a binary file (NUL bytes), not UTF-8 JSON Lines",
+                EXIT_INPUT_BINARY,
+            )
+    if str(output) != "-" and output.is_dir():
+        raise ReplayFileError(f"--output {output} is a directory", EXIT_OUTPUT_UNWRITABLE)
+
+
+def open_output(output: Path, stack: contextlib.ExitStack) -> IO[str]:
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return stack.enter_context(output.open("w", encoding="utf-8"))
+    except OSError as exc:
+        raise ReplayFileError(
+            f"cannot write --output {output}: {_why(exc)}", EXIT_OUTPUT_UNWRITABLE
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (not args.from_kafka):
         print("replay: give exactly one of --input FILE and --from-kafka", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         overrides = parse_overrides(args.set)
+        if args.from_kafka:
+            parse_position(args.start), parse_position(args.end)
+        check_files(args.input, args.output)
     except SettingsError as exc:
         print(f"replay: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except ReplayFileError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return exc.code
     tune_gc()
     errors: list[ReplayInputError] = []
-    if args.input is not None and str(args.input) != "-" and not args.input.exists():
-        print(f"replay: no such input file: {args.input}", file=sys.stderr)
-        return 2
     counts: Counter[tuple[str, str, str]] = Counter()
+    door = DoorCounts()
+    engine = Engine(overrides, deliveries=args.deliveries)
     flushes = 0
-    with contextlib.ExitStack() as stack:
-        if args.from_kafka:
-            try:
-                parse_position(args.start), parse_position(args.end)
-            except SettingsError as exc:
-                print(f"replay: {exc}", file=sys.stderr)
-                return 2
-            records = read_kafka(args, errors)
-        elif str(args.input) == "-":
-            records = read_jsonl(sys.stdin, errors)
-        else:
-            handle = stack.enter_context(args.input.open(encoding="utf-8"))
-            progress = _Progress(args.input.stat().st_size, sys.stderr)
-            records = read_jsonl(handle, errors, progress)
-        out = sys.stdout
-        if str(args.output) != "-":
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            out = stack.enter_context(args.output.open("w", encoding="utf-8"))
-        try:
-            for topic, key, value in replay(records, overrides, deliveries=args.deliveries):
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.from_kafka:
+                records = read_kafka(args, errors, door)
+            elif str(args.input) == "-":
+                records = read_jsonl(sys.stdin.buffer, errors, None, door)
+            else:
+                try:
+                    handle = stack.enter_context(args.input.open("rb"))
+                except OSError as exc:
+                    raise ReplayFileError(
+                        f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
+                    ) from None
+                progress = _Progress(args.input.stat().st_size, sys.stderr)
+                records = read_jsonl(handle, errors, progress, door)
+            out = sys.stdout if str(args.output) == "-" else open_output(args.output, stack)
+            for topic, key, value in engine.feed_all(records):
                 if topic == FLUSHES:
                     flushes += 1
                 elif topic == DECISIONS:
                     counts[(value["outcome"], value["reason"] or "", value["channel"] or "")] += 1
                 elif not args.deliveries:
                     continue
-                out.write(
-                    json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)
-                )
-                out.write("\n")
-        except SettingsError as exc:
-            print(f"replay: {exc}", file=sys.stderr)
-            return 2
-    for error in errors:
+                try:
+                    out.write(
+                        json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)
+                    )
+                    out.write("\n")
+                except OSError as exc:
+                    raise ReplayFileError(
+                        f"cannot write --output {args.output}: {_why(exc)}", EXIT_OUTPUT_UNWRITABLE
+                    ) from None
+    except SettingsError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplayFileError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return exc.code
+    for error in errors[:MAX_REPORTED_LINES]:
         print(f"replay: skipped {error}", file=sys.stderr)
-    print(summarise(counts, flushes, len(errors)), file=sys.stderr)
-    return 1 if errors and args.strict else 0
+    if len(errors) > MAX_REPORTED_LINES:
+        print(
+            f"replay: skipped {len(errors) - MAX_REPORTED_LINES} more bad lines (not shown)",
+            file=sys.stderr,
+        )
+    print(summarise(counts, flushes, len(errors), door, engine.late_events), file=sys.stderr)
+    return EXIT_BAD_LINES if errors and args.strict else EXIT_OK

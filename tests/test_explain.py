@@ -54,7 +54,10 @@ def test_explains_a_misspelt_role_with_the_near_match(decisions: Path) -> None:
 def test_explains_sends_and_channel_skips_with_presence(decisions: Path) -> None:
     out = explain("--user", "bob", "--conversation", "trip", "--input", str(decisions)).stdout
     assert "recipient bob, presence ONLINE_ELSEWHERE" in out
-    assert "email: sent" in out and "sms: sent" in out
+    # replay sends nothing: its sends are what would be sent (issue 7 item 8)
+    assert "email: would be sent (replay sends nothing)" in out
+    assert "sms: would be sent (replay sends nothing)" in out
+    assert ": sent" not in out
     assert "push: not notified [CHANNEL_DISABLED]" in out
     assert "[OWN_MESSAGES]" in out
 

@@ -163,7 +163,7 @@ def test_large_input_shows_progress(tmp_path: Path) -> None:
                 "text": "x" * 40,
                 "mentions": [],
                 "origin": "web",
-                "ts": i * 100,
+                "ts": T0 + i * 100,
             }
             f.write(
                 json.dumps({"topic": "chat.messages", "key": f"c{i % 50}", "value": value}) + "\n"
@@ -179,4 +179,90 @@ def test_large_input_shows_progress(tmp_path: Path) -> None:
 
 def test_missing_input_is_a_clear_error(tmp_path: Path) -> None:
     _, stderr, code = replay(tmp_path, input_path=tmp_path / "nope.jsonl")
-    assert code == 2 and "no such input file" in stderr
+    assert code == 3 and "no such input file" in stderr
+
+
+def _message(mid: str, conv: str, ts: int, sender: str = "ann") -> dict[str, Any]:
+    return {
+        "message_id": mid,
+        "conversation_id": conv,
+        "sender_id": sender,
+        "type": "UserMessage",
+        "text": "hello",
+        "mentions": [],
+        "origin": "web",
+        "ts": ts,
+    }
+
+
+def _write(path: Path, items: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
+
+
+def _summary_row(stderr: str, label: str) -> int:
+    line = next(line for line in stderr.splitlines() if line.startswith(label))
+    return int(line.split()[-1])
+
+
+def test_admission_rejects_bounds_and_rekeys_like_the_worker(tmp_path: Path) -> None:
+    """The same door as the worker: reasons by line, bounded times and re-keys counted."""
+    conversation = {
+        "conversation_id": "cB",
+        "subject": None,
+        "participants": [{"user_id": "ann", "access": "ReadWrite", "notify": "All"}],
+        "ts": T0,
+    }
+    year_3000 = 32_503_680_000_000
+    items = [
+        {"topic": "chat.conversations", "key": "cB", "value": conversation},  # 1
+        {"topic": "chat.conversations", "key": "cA", "value": conversation},  # 2 foreign key
+        {"topic": "chat.messages", "key": "cB", "value": _message("m1", "cB", T0)},  # 3
+        {"topic": "chat.messages", "key": "cA", "value": _message("m2", "cB", T0 + 1000)},  # 4
+        {"topic": "chat.messages", "key": None, "value": _message("m3", "cB", T0 + 2000)},  # 5
+        {"topic": "chat.messages", "key": "cB", "value": _message("m\r\n4", "cB", T0)},  # 6
+        {"topic": "chat.messages", "key": "cB", "value": _message("m5", "cB", 0)},  # 7
+        {  # 8: a broken clock, with the Kafka record timestamp to bound it by
+            "topic": "chat.messages",
+            "key": "cB",
+            "timestamp": T0 + 3000,
+            "value": _message("m6", "cB", year_3000),
+        },
+        {"topic": "chat.messages", "key": "cB", "value": _message("m7", "cB", 10**17)},  # 9
+    ]
+    records, stderr, code = replay(tmp_path, input_path=_write(tmp_path / "in.jsonl", items))
+    assert code == 0, stderr
+    assert "line 2: key 'cA' does not match conversation_id 'cB'" in stderr
+    assert "line 6: message_id contains control character U+000D" in stderr
+    assert "line 7: ts must be a positive epoch-milliseconds time, got 0" in stderr
+    assert "line 9: ts 100000000000000000 is beyond the year 9999" in stderr
+    flushes = [r["value"] for r in records if r["topic"] == "notify.flushes"]
+    # one batch: re-keyed and bounded messages join it; closed 10 s after the bounded m6
+    assert [(f["message_ids"], f["closed_at"] - T0) for f in flushes] == [
+        (["m1", "m2", "m3", "m6"], 13_000)
+    ]
+    assert _summary_row(stderr, "records re-keyed") == 2
+    assert _summary_row(stderr, "event times bounded") == 1
+    assert _summary_row(stderr, "bad input lines") == 4
+
+
+def test_a_conversation_arriving_late_gets_the_flushes_it_gets_alone(tmp_path: Path) -> None:
+    """Issue 8 item 6 through the CLI: all of B's events first, then all of A's."""
+    b = [{"topic": "chat.messages", "key": "B", "value": _message("b1", "B", T0 + 100_000)}]
+    a = [
+        {"topic": "chat.messages", "key": "A", "value": _message("a1", "A", T0)},
+        {"topic": "chat.messages", "key": "A", "value": _message("a2", "A", T0 + 20_000)},
+    ]
+    alone, _, _ = replay(tmp_path, input_path=_write(tmp_path / "a.jsonl", a))
+    late, stderr, code = replay(tmp_path, input_path=_write(tmp_path / "ba.jsonl", b + a))
+    assert code == 0
+
+    def flushes_of(records: list[dict[str, Any]], conv: str) -> list[list[str]]:
+        return [
+            r["value"]["message_ids"]
+            for r in records
+            if r["topic"] == "notify.flushes" and r["value"]["conversation_id"] == conv
+        ]
+
+    assert flushes_of(late, "A") == flushes_of(alone, "A") == [["a1"], ["a2"]]
+    assert _summary_row(stderr, "records out of time order") == 2

@@ -1,10 +1,34 @@
 """The whole pipeline in one process, on event time: what ``replay`` runs (DESIGN §9).
 
 The live workers split the same steps across agents (conversation → fan-out →
-decide); this engine chains them directly. Its clock is the largest ``ts`` seen so
-far: before an event with time ``t`` is applied, every batch deadline at or before
-``t`` fires, and :meth:`Engine.finish` closes what is still open at its own
-deadline. Same input, same output, byte for byte.
+decide); this engine chains them directly. Same input, same output, byte for byte.
+
+The clock rule, exactly: before an event with time ``t`` is applied, every batch
+deadline at or before ``t`` fires (in deadline order), whichever conversation or
+topic the event belongs to and whatever larger times came before it; a deadline
+equal to ``t`` fires first (an event exactly at a deadline applies after the close).
+:meth:`Engine.finish` closes what is still open at its own deadline. Firing depends on
+each event's own ``ts``, not on the largest ``ts`` seen so far: a conversation whose
+events arrive after another conversation's later ones still closes its batches at
+their deadlines instead of letting an overdue batch absorb its next message.
+
+What this guarantees: a conversation's flushes are exactly the ones it gets alone
+whenever every event of another conversation placed between two of its events has a
+time no later than the second of them. That covers input in time order, conversations
+concatenated in any order (all of B's events, then all of A's), any conversation
+delayed as a whole to the end of the input, and mixes of these (tests/core/
+test_properties.py). What still depends on interleaving: if another conversation's
+event with time ``u`` sits between two events of X whose second is *earlier* than
+one of X's pending deadlines ``d <= u`` (X's stream delayed by more than its
+inactivity period while later events keep arriving in between), ``d`` fires at that
+event, as the rule says, and X's later message starts a new batch (DESIGN §4 rule 7)
+instead of extending the old one; a live worker, whose clock moves on regardless,
+does the same. Decisions also read the presence, users, roles and settings applied
+before the close, so their interleaving with a conversation's events matters, as it
+does live.
+
+:attr:`Engine.late_events` counts records whose ``ts`` is earlier than the largest
+``ts`` before them (input out of time order), for the replay summary.
 """
 
 from __future__ import annotations
@@ -48,7 +72,8 @@ class Engine:
         self.deliveries = deliveries
         self.app_settings: dict[str, Any] = {}
         self.cfg = CoreSettings.from_app_settings(None, self.overrides)
-        self.clock = 0
+        self.clock = 0  # the largest ts seen so far (for late_events only)
+        self.late_events = 0
         self.batches: dict[str, ConversationBatch] = {}
         self.presence: dict[str, UserPresence] = {}
         self.conversations: dict[str, dict[str, Any]] = {}
@@ -80,11 +105,16 @@ class Engine:
         ts = value["ts"]
         if ts > self.clock:
             self.clock = ts
-            if self._heap and self._heap[0][0] <= ts:
-                out: list[Output] = []
-                self._fire_due(ts, out)
-                handler(value)
-                return out
+        elif ts < self.clock:
+            self.late_events += 1
+        # The event's own time decides what fires, not the running maximum: a deadline
+        # already behind the maximum (a late conversation's batch) still fires before
+        # an event of that time or later is applied.
+        if self._heap and self._heap[0][0] <= ts:
+            out: list[Output] = []
+            self._fire_due(ts, out)
+            handler(value)
+            return out
         handler(value)
         return NO_OUTPUT
 

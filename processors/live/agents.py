@@ -55,6 +55,7 @@ from prometheus_client import Histogram
 from processors import codec
 from processors import topics as t
 from processors.app import app_settings, partitions_for, raw_topic, raw_topics, record_topic
+from processors.core.admission import Reject, Rekey, admit
 from processors.core.batching import ConversationBatch
 from processors.core.decisions import decide, fan_out
 from processors.core.ids import flush_id as make_flush_id
@@ -70,6 +71,16 @@ DEAD_LETTERS = PromCounter(
     "Records sent to notify.dead-letter",
     ["topic", "stage"],
 )
+REKEYED = PromCounter(
+    "chat_notifier_rekeyed_total",
+    "Input records re-published under the key their value names",
+    ["topic"],
+)
+BOUNDED_TIMES = PromCounter(
+    "chat_notifier_event_times_bounded_total",
+    "Input records whose event time was more than 5 minutes ahead, set to the reference",
+    ["topic"],
+)
 FLUSHES = PromCounter("chat_notifier_flushes_total", "Flush records produced", ["cause"])
 DECISIONS = PromCounter(
     "chat_notifier_decisions_total", "Decision records produced", ["outcome", "reason"]
@@ -79,6 +90,11 @@ FLUSH_LATENESS = Histogram(
     "Worker clock at close minus the batch deadline",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+
+class AdmissionError(ValueError):
+    """An input record refused at the door (core/admission.py); dead-lettered as ``admit``."""
+
 
 SCHEDULER_TICK_S = 0.02  # the scheduler checks deadlines this often (bounds lateness)
 CATCH_UP_MAX_MS = 10_000  # at most this long after an assignment before closing anyway
@@ -253,6 +269,9 @@ class Pipeline:
     ) -> None:
         records = self.records
         positions = self.positions
+        # Input topics go through the door (core/admission.py) after decoding, the same
+        # function replay uses; the worker's own notify.* topics do not.
+        door = {self.prefix + name: name for name in t.INPUT_TOPICS}
         async for event in stream.events():
             message = event.message
             topic = message.topic
@@ -264,6 +283,27 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - every decode failure is dead-lettered
                 await self._dead_letter(event, exc, "decode")
                 continue
+            name = door.get(topic)
+            if name is not None:
+                key = message.key
+                stamp = message.timestamp  # Faust: seconds; admission: epoch ms
+                verdict = admit(
+                    name,
+                    key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+                    value,
+                    int(stamp * 1000) if stamp else None,
+                    self.clock(),
+                )
+                if isinstance(verdict, Reject):
+                    await self._dead_letter(event, AdmissionError(verdict.reason), "admit")
+                    continue
+                if isinstance(verdict, Rekey):
+                    await self._rekey(event, verdict.key)
+                    continue
+                if verdict.bounded_from is not None:
+                    BOUNDED_TIMES.labels(name).inc()
+                if verdict.value is not None:
+                    value = verdict.value
             try:
                 result = handlers[topic](event, value)
                 if result is not None:
@@ -271,6 +311,23 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
                 log.warning("cannot apply a record from %s: %s", topic, exc)
                 await self._dead_letter(event, exc, "process")
+
+    async def _rekey(self, event: EventT, key: str) -> None:
+        """Re-publish a record, bytes unchanged, to its own topic under the key it names.
+
+        Admission rule 4: an event under a missing or foreign key would be batched on a
+        partition that does not own its conversation (or user). Re-publishing to the
+        same input topic lets the producer's partitioner place it with the platform's
+        own partition count; the original is then skipped. A retry after a crash
+        publishes it twice, which dedupe by message_id (and newer-wins for typing and
+        presence) makes harmless.
+        """
+        message = event.message
+        source = message.topic[len(self.prefix) :]
+        REKEYED.labels(source).inc()
+        await self.app.producer.send(
+            message.topic, key.encode(), message.value, None, message.timestamp, message.headers
+        )
 
     async def _dead_letter(self, event: EventT, exc: BaseException, stage: str) -> None:
         message = event.message

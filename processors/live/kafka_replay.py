@@ -21,7 +21,7 @@ import asyncio
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from processors import codec
 from processors import topics as t
@@ -30,6 +30,19 @@ from processors.settings import Settings
 
 Position = int | datetime | None
 Record = tuple[str, str | None, dict[str, Any]]
+
+
+class TopicRecord(NamedTuple):
+    """One decoded record with where it came from (``replay`` admits it by these)."""
+
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    partition: int
+    offset: int
+    timestamp: int | None  # the Kafka record timestamp, epoch ms
+
+
 FETCH_TIMEOUT_MS = 500
 STALL_LIMIT = 20  # empty fetches in a row before a partition is declared exhausted
 
@@ -62,6 +75,29 @@ def read_topics(
     records; ``progress(done, total)`` of records read so far. ``input_only=False``
     allows output topics too (``explain`` reads ``notify.decisions``).
     """
+    for record in read_topic_records(
+        settings,
+        topics,
+        start,
+        end,
+        on_error=on_error,
+        progress=progress,
+        input_only=input_only,
+    ):
+        yield record.topic, record.key, record.value
+
+
+def read_topic_records(
+    settings: Settings,
+    topics: Iterable[str],
+    start: Position = None,
+    end: Position = None,
+    *,
+    on_error: Callable[[str, int, int, str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    input_only: bool = True,
+) -> Iterator[TopicRecord]:
+    """:func:`read_topics` with each record's partition, offset and Kafka timestamp."""
     _check(start, "start")
     _check(end, "end")
     names = list(topics)
@@ -74,9 +110,9 @@ def read_topics(
     # producer; merging by (ts, topic order) interleaves topics the way replay expects.
     order = {name: i for i, name in enumerate(names)}
 
-    def keyed(records: list[Record]) -> Iterator[tuple[int, int, int, Record]]:
+    def keyed(records: list[TopicRecord]) -> Iterator[tuple[int, int, int, TopicRecord]]:
         for seq, record in enumerate(records):
-            yield int(record[2].get("ts") or 0), order[record[0]], seq, record
+            yield int(record.value.get("ts") or 0), order[record.topic], seq, record
 
     for _, _, _, record in heapq.merge(*(keyed(r) for r in per_partition)):
         yield record
@@ -89,7 +125,7 @@ async def _fetch(
     end: Position,
     on_error: Callable[[str, int, int, str], None] | None,
     progress: Callable[[int, int], None] | None,
-) -> list[list[Record]]:
+) -> list[list[TopicRecord]]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     prefix = settings.topic_prefix
@@ -121,7 +157,7 @@ async def _fetch(
         else:
             stop = await _resolve(consumer, tps, end, first, last)
         total = sum(max(0, stop[tp] - begin[tp]) for tp in tps)
-        out: dict[TopicPartition, list[Record]] = {tp: [] for tp in tps}
+        out: dict[TopicPartition, list[TopicRecord]] = {tp: [] for tp in tps}
         pending = {tp for tp in tps if begin[tp] < stop[tp]}
         for tp in pending:
             consumer.seek(tp, begin[tp])
@@ -161,7 +197,8 @@ async def _fetch(
                     if (lo_ms is not None and ts < lo_ms) or (hi_ms is not None and ts >= hi_ms):
                         continue
                     key = None if r.key is None else r.key.decode("utf-8", "replace")
-                    out[tp].append((name, key, value))
+                    stamp = r.timestamp if r.timestamp is not None and r.timestamp > 0 else None
+                    out[tp].append(TopicRecord(name, key, value, tp.partition, r.offset, stamp))
                 if records and records[-1].offset + 1 >= stop[tp]:
                     pending.discard(tp)
             if progress is not None:

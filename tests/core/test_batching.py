@@ -117,6 +117,46 @@ CASES = {
         ],
         [(["a1"], 26 * S, "inactivity", 0), (["b1"], 15 * S, "inactivity", 5 * S)][::-1],
     ),
+    # issue 8 item 6: b advanced the clock to 100 s; a's batch was overdue at 20 s
+    # but stayed open (nothing fired below the running maximum) and absorbed a2.
+    "a late conversation's batch closes at its own deadline": (
+        [
+            (M, msg("b1", 100 * S, conv="b")),
+            (M, msg("a1", 0, conv="a")),
+            (M, msg("a2", 20 * S, conv="a")),
+        ],
+        [
+            (["a1"], 10 * S, "inactivity", 0),
+            (["a2"], 30 * S, "inactivity", 20 * S),
+            (["b1"], 110 * S, "inactivity", 100 * S),
+        ],
+    ),
+    "a late conversation's typing still holds its batch open": (
+        [
+            (M, msg("b1", 100 * S, conv="b")),
+            (M, msg("a1", 0, conv="a")),
+            (T, typing("bob", 5 * S, conv="a")),
+            (M, msg("a2", 20 * S, sender="bob", conv="a")),
+        ],
+        [
+            (["a1", "a2"], 30 * S, "inactivity", 0),
+            (["b1"], 110 * S, "inactivity", 100 * S),
+        ],
+    ),
+    # What still depends on interleaving (engine docstring): a's own events are out of
+    # time order around b's later event, which fires a's deadline as the rule says.
+    "a deadline fires at another conversation's later event": (
+        [
+            (M, msg("a1", 0, conv="a")),
+            (M, msg("b1", 50 * S, conv="b")),
+            (M, msg("a2", 5 * S, conv="a")),
+        ],
+        [
+            (["a1"], 10 * S, "inactivity", 0),
+            (["a2"], 20 * S, "inactivity", 10 * S),
+            (["b1"], 60 * S, "inactivity", 50 * S),
+        ],
+    ),
     "an abandoned typing opening does not date a later batch": (
         [(T, typing("bob", 0)), (T, typing("bob", 1 * S, on=False)), (M, msg("m1", 100 * S))],
         [(["m1"], 110 * S, "inactivity", 100 * S)],

@@ -118,3 +118,51 @@ def test_interleaving_conversations_changes_no_flush(
     for i in alone:
         mine = [f for f in together if f["conversation_id"] == f"c{i}"]
         assert mine == alone[i]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            conversation_steps,
+            st.integers(min_value=0, max_value=300 * S),  # when the conversation starts
+            st.integers(min_value=0, max_value=2),  # which block of the input it is in
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_late_conversations_change_no_flush(
+    per_conversation: list[tuple[list[tuple[int, str, str]], int, int]], rnd: random.Random
+) -> None:
+    """Whole conversations arriving late, out of time order, get the flushes they get alone.
+
+    The input is made of blocks; each block is its conversations merged in time order,
+    and the blocks are concatenated in a random order, so a block of early events can
+    come after a block of much later ones (issue 8 item 6: all of B, then all of A).
+    """
+    streams = []
+    for i, (steps, start, _) in enumerate(per_conversation):
+        streams.append([(t, {**v, "ts": v["ts"] + start}) for t, v in build(f"c{i}", steps)])
+    alone = {i: flushes_of(run(s)) for i, s in enumerate(streams)}
+    blocks: dict[int, list[int]] = {}
+    for i, (_, _, block) in enumerate(per_conversation):
+        blocks.setdefault(block, []).append(i)
+    order = list(blocks)
+    rnd.shuffle(order)
+    merged = []
+    for block in order:
+        tagged = sorted(
+            (v["ts"], rnd.random(), i, j)
+            for i in blocks[block]
+            for j, (_, v) in enumerate(streams[i])
+        )
+        cursors = dict.fromkeys(blocks[block], 0)
+        for _, _, i, _ in tagged:
+            merged.append(streams[i][cursors[i]])
+            cursors[i] += 1
+    together = flushes_of(run(merged))
+    for i in alone:
+        mine = [f for f in together if f["conversation_id"] == f"c{i}"]
+        assert mine == alone[i]

@@ -133,7 +133,7 @@ def test_bad_records_go_to_dead_letter(
         matches = [d for d in by_topic.get(topic, []) if d["value"] == value]
         assert matches, f"{what} on {topic} not dead-lettered"
         d = matches[0]
-        assert d["error"] and d["stage"] in ("decode", "process")
+        assert d["error"] and d["stage"] in ("decode", "admit", "process")
         assert d["key"] == b"k" and d["partition"] is not None and d["offset"] is not None
 
     decisions = consume(
