@@ -34,6 +34,22 @@ Output = tuple[str, str | None, dict[str, Any]]
 NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocate for them
 
 
+class _UserNames(Mapping[str, str]):
+    """user id -> ``User.name``, read through from the users held (DESIGN §8)."""
+
+    def __init__(self, users: Mapping[str, Mapping[str, Any]]) -> None:
+        self._users = users
+
+    def __getitem__(self, user_id: str) -> str:
+        return str(self._users[user_id]["name"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._users)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
 class EngineError(ValueError):
     """An input record the engine cannot apply (e.g. an unknown topic)."""
 
@@ -54,6 +70,7 @@ class Engine:
         self.conversations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.roles: dict[str, dict[str, Any]] = {}
+        self._names = _UserNames(self.users)  # display names for fan_out, no copy
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._handlers = {
@@ -194,7 +211,9 @@ class Engine:
         flush = batch.close(self.cfg)
         now = flush["closed_at"]
         out.append((FLUSHES, flush["conversation_id"], flush))
-        candidates, skips = fan_out(flush, self.conversations.get(flush["conversation_id"]), now)
+        candidates, skips = fan_out(
+            flush, self.conversations.get(flush["conversation_id"]), now, self._names
+        )
         for decision in skips:
             out.append((DECISIONS, flush["conversation_id"], decision))
         cfg = self.cfg
