@@ -20,7 +20,11 @@ import faust
 from processors.app import create_app
 from processors.core.settings import SETTABLE, SettingsError, parse_set
 from processors.live.agents import Pipeline, attach_pipeline, changelog_topics
-from processors.live.broker import ensure_topics_sync
+from processors.live.broker import (
+    PartitionLayoutError,
+    ensure_topics_sync,
+    fit_partition_counts_sync,
+)
 from processors.settings import Settings, load_settings
 
 DEFAULT_APP_ID = "chat-notifier"
@@ -139,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     logging.basicConfig(level=settings.log_level.upper())
+    try:
+        settings = fit_partition_counts_sync(settings, changelog_topics(args.app_id))
+    except PartitionLayoutError as exc:
+        print(f"chat-notifier worker: {exc}", file=sys.stderr)
+        return 2
     app, _ = build_worker_app(
         settings,
         app_id=args.app_id,

@@ -250,7 +250,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from processors.live.broker import ensure_topics_sync
+    from processors.live.broker import (
+        PartitionLayoutError,
+        ensure_topics_sync,
+        fit_partition_counts_sync,
+    )
     from processors.live.worker import faust_overrides, run_app, settings_from_args
 
     settings = settings_from_args(args)
@@ -262,6 +266,16 @@ def run(args: argparse.Namespace) -> int:
     app_id = args.app_id or (
         "chat-notifier-senders" + ("" if args.channel == "all" else f"-{args.channel}")
     )
+    try:
+        # A sent-store changelog must match its channel topic's partition count.
+        settings = fit_partition_counts_sync(
+            settings,
+            sender_changelog_topics(app_id, channels),
+            {"channel": [t.CHANNEL_TOPICS[ch] for ch in channels]},
+        )
+    except PartitionLayoutError as exc:
+        print(f"chat-notifier senders: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, app_id=app_id, **faust_overrides(args))
     attach_sender_agents(app, settings, channels, concurrency=args.concurrency)
     ensure_topics_sync(settings, sender_changelog_topics(app_id, channels))
