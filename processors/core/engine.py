@@ -16,7 +16,7 @@ from typing import Any
 from processors.core.batching import ConversationBatch
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
-from processors.core.settings import CoreSettings
+from processors.core.settings import CoreSettings, config_record_wins
 from processors.topics import (
     CHANNEL_TOPICS,
     CONVERSATIONS,
@@ -164,6 +164,10 @@ class Engine:
             self.roles[key] = dict(value)
 
     def _on_settings(self, value: Mapping[str, Any]) -> None:
+        # The live workers' rule: the higher ts wins, equal ts the later record.
+        held = (int(self.app_settings.get("ts") or 0), 0, 0) if self.app_settings else None
+        if not config_record_wins(held, (int(value.get("ts") or 0), 0, 0)):
+            return
         self.app_settings = dict(value)
         self.cfg = CoreSettings.from_app_settings(value, self.overrides)
         # Every open batch's deadline depends on the settings: reschedule them all.
