@@ -68,10 +68,15 @@ def _decision(
 
 
 def fan_out(
-    flush: Mapping[str, Any], conversation: Mapping[str, Any] | None, now: int
+    flush: Mapping[str, Any],
+    conversation: Mapping[str, Any] | None,
+    now: int,
+    names: Mapping[str, str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One Candidate per participant; or, with no Conversation snapshot, one skip Decision.
 
+    ``names`` maps user ids to display names (``User.name``, DESIGN §8); the Candidate
+    carries the names of the batch's senders only, falling back to the user id.
     The UNKNOWN_CONVERSATION decision has no recipient (nobody is known); it is keyed
     by the conversation id downstream.
     """
@@ -80,7 +85,8 @@ def fan_out(
         skip = _decision(flush, None, None, Reason.UNKNOWN_CONVERSATION, None, now, detail)
         return [], [skip]
     participants: Sequence[Mapping[str, Any]] = conversation.get("participants") or ()
-    sender_names = {p["user_id"]: p["name"] for p in participants if p.get("name")}
+    senders = {m["sender_id"] for m in flush["messages"] if m.get("sender_id")}
+    sender_names = {uid: names.get(uid) or uid for uid in senders}
     candidates = [
         {
             "flush_id": flush["flush_id"],

@@ -40,7 +40,7 @@ from typing import Any
 from processors.core.batching import ConversationBatch
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
-from processors.core.settings import CoreSettings
+from processors.core.settings import CoreSettings, config_record_wins
 from processors.topics import (
     CHANNEL_TOPICS,
     CONVERSATIONS,
@@ -56,6 +56,22 @@ from processors.topics import (
 
 Output = tuple[str, str | None, dict[str, Any]]
 NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocate for them
+
+
+class _UserNames(Mapping[str, str]):
+    """user id -> ``User.name``, read through from the users held (DESIGN §8)."""
+
+    def __init__(self, users: Mapping[str, Mapping[str, Any]]) -> None:
+        self._users = users
+
+    def __getitem__(self, user_id: str) -> str:
+        return str(self._users[user_id]["name"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._users)
+
+    def __len__(self) -> int:
+        return len(self._users)
 
 
 class EngineError(ValueError):
@@ -79,6 +95,7 @@ class Engine:
         self.conversations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.roles: dict[str, dict[str, Any]] = {}
+        self._names = _UserNames(self.users)  # display names for fan_out, no copy
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._handlers = {
@@ -177,6 +194,10 @@ class Engine:
             self.roles[key] = dict(value)
 
     def _on_settings(self, value: Mapping[str, Any]) -> None:
+        # The live workers' rule: the higher ts wins, equal ts the later record.
+        held = (int(self.app_settings.get("ts") or 0), 0, 0) if self.app_settings else None
+        if not config_record_wins(held, (int(value.get("ts") or 0), 0, 0)):
+            return
         self.app_settings = dict(value)
         self.cfg = CoreSettings.from_app_settings(value, self.overrides)
         # Every open batch's deadline depends on the settings: reschedule them all.
@@ -224,7 +245,9 @@ class Engine:
         flush = batch.close(self.cfg)
         now = flush["closed_at"]
         out.append((FLUSHES, flush["conversation_id"], flush))
-        candidates, skips = fan_out(flush, self.conversations.get(flush["conversation_id"]), now)
+        candidates, skips = fan_out(
+            flush, self.conversations.get(flush["conversation_id"]), now, self._names
+        )
         for decision in skips:
             out.append((DECISIONS, flush["conversation_id"], decision))
         cfg = self.cfg

@@ -29,7 +29,10 @@ when the user comes online or goes offline, else at most every half TTL; users i
 ``users`` Table; for each Candidate it decides with the core and writes Decisions and
 Deliveries.
 
-``settings_events`` consumes ``chat.roles`` and ``chat.settings`` into global tables.
+Roles, AppSettings and display names come from the broadcast config reader
+(:mod:`processors.live.config`), which reads every partition of ``chat.roles``,
+``chat.settings`` and ``chat.users`` whatever their partition counts. Until it has
+caught up the worker closes no batch and decides nothing.
 
 Every record that cannot be decoded or applied goes to ``notify.dead-letter`` with the
 reason, counted in ``chat_notifier_dead_letters_total``; the agent carries on.
@@ -62,6 +65,7 @@ from processors.core.ids import flush_id as make_flush_id
 from processors.core.presence import Presence, UserPresence
 from processors.core.settings import CoreSettings
 from processors.live.broker import bootstrap_servers
+from processors.live.config import ConfigReader
 from processors.live.recovery import repair_changelog_tails
 
 log = logging.getLogger(__name__)
@@ -98,7 +102,6 @@ class AdmissionError(ValueError):
 
 SCHEDULER_TICK_S = 0.02  # the scheduler checks deadlines this often (bounds lateness)
 CATCH_UP_MAX_MS = 10_000  # at most this long after an assignment before closing anyway
-SETTINGS_KEY = "app"
 
 Clock = Callable[[], int]
 EventT = _EventT[Any]
@@ -115,8 +118,6 @@ def changelog_topics(app_id: str) -> dict[str, str]:
         f"{app_id}-conversations-changelog": "conversation",
         f"{app_id}-presence-changelog": "user",
         f"{app_id}-users-changelog": "user",
-        f"{app_id}-roles-changelog": "single",
-        f"{app_id}-app-settings-changelog": "single",
     }
 
 
@@ -139,7 +140,7 @@ class Pipeline:
         self.clock = clock
         self.core_overrides = dict(core_overrides or {})
         self.cfg = CoreSettings.from_app_settings(None, self.core_overrides)
-        self._settings_seen: Any = None
+        self._settings_seen = -1
         self._persistent_store = not str(self.settings.store).startswith("memory")
         prefix = self.settings.topic_prefix
         self.prefix = prefix
@@ -150,7 +151,6 @@ class Pipeline:
             app, (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES)
         )
         self.user_topic = raw_topics(app, (t.PRESENCE, t.USERS, t.CANDIDATES))
-        self.global_topic = raw_topics(app, (t.ROLES, t.SETTINGS))
         self.flushes_out = record_topic(app, t.FLUSHES)
         self.candidates_out = record_topic(app, t.CANDIDATES)
         self.decisions_out = record_topic(app, t.DECISIONS)
@@ -169,11 +169,9 @@ class Pipeline:
         self.conversations_table = app.Table("conversations", partitions=conv_parts, **table_kw)
         self.presence_table = app.Table("presence", partitions=user_parts, **table_kw)
         self.users_table = app.Table("users", partitions=user_parts, **table_kw)
-        self.roles_table = app.GlobalTable(
-            "roles", partitions=1, recovery_buffer_size=1, **table_kw
-        )
-        self.app_settings_table = app.GlobalTable(
-            "app-settings", partitions=1, recovery_buffer_size=1, **table_kw
+        # Roles, settings and display names: every partition, in every worker.
+        self.config = ConfigReader(
+            bootstrap_servers(s), prefix, dead_letter=self._config_dead_letter, label="worker"
         )
 
         # -- hot state ------------------------------------------------------------------
@@ -213,14 +211,10 @@ class Pipeline:
             prefix + t.USERS: self._on_user,
             prefix + t.CANDIDATES: self._on_candidate,
         }
-        self._global_handlers: dict[str, Callable[[EventT, dict[str, Any]], Any]] = {
-            prefix + t.ROLES: self._on_role,
-            prefix + t.SETTINGS: self._on_settings,
-        }
         app.agent(self.conversation_topic, name="conversation_events")(self._conversation_agent)
         app.agent(self.user_topic, name="user_events")(self._user_agent)
-        app.agent(self.global_topic, name="settings_events")(self._global_agent)
         app.task(self._flush_scheduler)
+        app.task(self.config.run)
         # Faust inspects a page function's signature: plain (web, request) functions.
         for path, handler in (
             ("/metrics", self._metrics_page),
@@ -241,11 +235,17 @@ class Pipeline:
         return web.json({"status": "ok"})
 
     async def _ready_page(self, web: Any, request: Any) -> Any:
-        """Ready once the worker joined its group and recovered its partitions."""
-        ready = bool(self.app.assignor.assigned_actives()) and not self.app.rebalancing
+        """Ready once the worker joined its group, recovered its partitions and read
+        roles and settings up to their high-water marks at start."""
+        ready = (
+            bool(self.app.assignor.assigned_actives())
+            and not self.app.rebalancing
+            and self.config.ready
+        )
         return web.json(
             {
                 "ready": ready,
+                "config_caught_up": self.config.ready,
                 "conversation_partitions": sorted(self.active_conversation_partitions),
             },
             status=200 if ready else 503,
@@ -258,9 +258,6 @@ class Pipeline:
 
     async def _user_agent(self, stream: faust.StreamT[bytes]) -> None:
         await self._consume(stream, self._user_handlers)
-
-    async def _global_agent(self, stream: faust.StreamT[bytes]) -> None:
-        await self._consume(stream, self._global_handlers)
 
     async def _consume(
         self,
@@ -483,7 +480,10 @@ class Pipeline:
     async def _fan_out(self, flush: dict[str, Any]) -> None:
         """One Candidate per participant to notify.candidates, keyed by recipient."""
         cid = flush["conversation_id"]
-        candidates, skips = fan_out(flush, self.conversations_table.get(cid), self.clock())
+        await self.config.caught_up.wait()  # display names
+        candidates, skips = fan_out(
+            flush, self.conversations_table.get(cid), self.clock(), self.config.names
+        )
         for decision in skips:
             await self._emit_decision(cid, decision)
         for candidate in candidates:
@@ -495,8 +495,10 @@ class Pipeline:
         """Close due batches of actively assigned partitions, promptly."""
         while not self.app.should_stop:
             try:
-                self._refresh_cfg()
-                await self._close_due(self.clock())
+                # Batches close on the settings in force: none before they are read.
+                if self.config.ready:
+                    self._refresh_cfg()
+                    await self._close_due(self.clock())
             except Exception:  # pragma: no cover - keep the scheduler alive
                 log.exception("flush scheduler")
             await asyncio.sleep(SCHEDULER_TICK_S)
@@ -545,11 +547,24 @@ class Pipeline:
         return True
 
     def _refresh_cfg(self) -> None:
-        current = self.app_settings_table.get(SETTINGS_KEY)
-        if current is self._settings_seen:
+        """Take up the settings in force. ``--set`` values are the starting defaults;
+        an AppSettings record on chat.settings replaces them (logged once); a tombstone
+        there brings the ``--set`` values back."""
+        version = self.config.state.settings_version
+        if version == self._settings_seen:
             return
-        self._settings_seen = current
-        cfg = CoreSettings.from_app_settings(current, self.core_overrides)
+        self._settings_seen = version
+        current = self.config.app_settings
+        if current is None:
+            cfg = CoreSettings.from_app_settings(None, self.core_overrides)
+        else:
+            cfg = CoreSettings.from_app_settings(current)  # validated by the reader
+            if self.core_overrides:
+                log.info(
+                    "chat.settings record (ts=%s) overrides --set %s",
+                    current.get("ts"),
+                    " ".join(f"{k}={v}" for k, v in sorted(self.core_overrides.items())),
+                )
         if cfg == self.cfg:
             return
         self.cfg = cfg
@@ -574,8 +589,6 @@ class Pipeline:
                     (self.conversations_table, active),
                     (self.presence_table, user_active),
                     (self.users_table, user_active),
-                    (self.roles_table, {0}),
-                    (self.app_settings_table, {0}),
                 ],
             )
         except Exception:  # noqa: BLE001 - a broker without the quirk still works
@@ -662,6 +675,9 @@ class Pipeline:
             self.table_writes += 1
 
     async def _on_candidate(self, event: EventT, candidate: dict[str, Any]) -> None:
+        # Every role must be read first: deciding earlier says UNKNOWN_ROLE wrongly.
+        await self.config.caught_up.wait()
+        self._refresh_cfg()
         now = self.clock()
         rid = candidate["recipient_id"]
         presence = self.presence.get(rid)
@@ -672,7 +688,7 @@ class Pipeline:
             if presence is None
             else presence.status(candidate["conversation_id"], now, self.cfg)
         )
-        roles: Mapping[str, dict[str, Any]] = self.roles_table
+        roles = self.config.roles
         decisions, deliveries = decide(candidate, self.users_table.get(rid), roles, seen, now)
         for decision in decisions:
             await self._emit_decision(rid, decision)
@@ -687,15 +703,30 @@ class Pipeline:
 
     # == global side ===========================================================================
 
-    def _on_role(self, event: EventT, value: dict[str, Any]) -> None:
-        name = value["name"]
-        held = self.roles_table.get(name)
-        if held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0):
-            self.roles_table[name] = value
-
-    def _on_settings(self, event: EventT, value: dict[str, Any]) -> None:
-        CoreSettings.from_app_settings(value)  # reject unusable values (dead-lettered)
-        self.app_settings_table[SETTINGS_KEY] = value
+    async def _config_dead_letter(
+        self,
+        source: str,
+        key: bytes | None,
+        value: bytes,
+        error: str,
+        stage: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """A chat.roles / chat.settings record the config reader refused."""
+        record = codec.dead_letter(
+            source_topic=source,
+            key=key,
+            value=value,
+            error=error,
+            stage=stage,
+            partition=partition,
+            offset=offset,
+            ts=self.clock(),
+        )
+        self.dead_letters[source] += 1
+        DEAD_LETTERS.labels(source, stage).inc()
+        await self._produce(t.DEAD_LETTER, key, record)
 
 
 def _page_function(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:

@@ -197,3 +197,118 @@ async def ensure_topics(
 def ensure_topics_sync(settings: Settings, changelogs: Mapping[str, str] | None = None) -> None:
     """:func:`ensure_topics` for synchronous callers (CLI start-up)."""
     asyncio.run(ensure_topics(settings, changelogs))
+
+
+# -- partition counts ----------------------------------------------------------------
+
+#: The environment variable that sets each partition group's count.
+PARTITION_SETTING = {
+    "conversation": "CONVERSATION_PARTITIONS",
+    "user": "USER_PARTITIONS",
+    "channel": "CHANNEL_PARTITIONS",
+}
+_PARTITION_FIELD = {
+    "conversation": "conversation_partitions",
+    "user": "user_partitions",
+    "channel": "channel_partitions",
+}
+
+#: Topics one agent reads together, keyed alike: they must share a partition count
+#: (DESIGN §2), as must the changelogs of the tables partitioned like them.
+CO_PARTITIONED: dict[str, tuple[str, ...]] = {
+    "conversation": (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES),
+    "user": (t.PRESENCE, t.USERS, t.CANDIDATES),
+}
+
+
+class PartitionLayoutError(RuntimeError):
+    """Existing topics whose partition counts the process cannot work with (one line)."""
+
+
+async def existing_partition_counts(settings: Settings) -> dict[str, int]:
+    """Partition count of every topic on the broker (metadata for all topics: asking
+    for named topics may auto-create them on some brokers)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {
+        str(d["topic"]): len(d.get("partitions") or ())
+        for d in described
+        if not d.get("error_code") and d.get("partitions")
+    }
+
+
+def check_partition_counts(
+    settings: Settings,
+    existing: Mapping[str, int],
+    groups: Mapping[str, Iterable[str]],
+) -> Settings:
+    """Settings whose partition counts fit the topics already on the broker.
+
+    ``groups`` maps a partition group to the full names of the topics that must share
+    its count (inputs and the changelogs of tables partitioned like them). Topics not
+    yet created are not consulted (they will be created with the group's count). When
+    the existing topics of a group agree on a count other than the configured one, the
+    broker's count is adopted (one log line); when they disagree, the process cannot
+    work (one agent reads them together, a table's changelog must match its input) and
+    :class:`PartitionLayoutError` says which topics, their counts and the fix.
+    """
+    updates: dict[str, int] = {}
+    for group, names in groups.items():
+        found = {name: existing[name] for name in names if name in existing}
+        if not found:
+            continue
+        configured = int(getattr(settings, _PARTITION_FIELD[group]))
+        counts = set(found.values())
+        if len(counts) > 1:
+            listing = ", ".join(f"{name}={n}" for name, n in sorted(found.items()))
+            raise PartitionLayoutError(
+                f"topics that must share a partition count differ: {listing}; re-create "
+                "the odd ones (or add partitions) so all have the same count, and set "
+                f"{PARTITION_SETTING[group]} to it (configured: {configured})"
+            )
+        count = counts.pop()
+        if count != configured:
+            log.warning(
+                "%s=%d but the existing %s topics have %d partitions: using %d",
+                PARTITION_SETTING[group],
+                configured,
+                group,
+                count,
+                count,
+            )
+            updates[_PARTITION_FIELD[group]] = count
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def partition_groups(
+    settings: Settings,
+    changelogs: Mapping[str, str],
+    inputs: Mapping[str, Iterable[str]] = CO_PARTITIONED,
+) -> dict[str, list[str]]:
+    """Full topic names per group: ``inputs`` (unprefixed) plus the changelogs of that
+    group (``changelogs`` maps full changelog names to their group)."""
+    out: dict[str, list[str]] = {
+        group: [settings.topic_prefix + n for n in names] for group, names in inputs.items()
+    }
+    for name, group in changelogs.items():
+        if group in out:
+            out[group].append(name)
+    return out
+
+
+def fit_partition_counts_sync(
+    settings: Settings,
+    changelogs: Mapping[str, str],
+    inputs: Mapping[str, Iterable[str]] = CO_PARTITIONED,
+) -> Settings:
+    """:func:`check_partition_counts` against the broker, for the CLI's start-up."""
+    existing = asyncio.run(existing_partition_counts(settings))
+    return check_partition_counts(
+        settings, existing, partition_groups(settings, changelogs, inputs)
+    )

@@ -18,8 +18,13 @@ from typing import Any
 import faust
 
 from processors.app import create_app
+from processors.core.settings import SETTABLE, SettingsError, parse_set
 from processors.live.agents import Pipeline, attach_pipeline, changelog_topics
-from processors.live.broker import ensure_topics_sync
+from processors.live.broker import (
+    PartitionLayoutError,
+    ensure_topics_sync,
+    fit_partition_counts_sync,
+)
 from processors.settings import Settings, load_settings
 
 DEFAULT_APP_ID = "chat-notifier"
@@ -46,7 +51,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--set",
         action="append",
         metavar="NAME=VALUE",
-        help="override an AppSettings batching value, e.g. inactivity_seconds=5",
+        help=(
+            "starting value of an AppSettings period until a chat.settings record "
+            f"replaces it ({', '.join(SETTABLE)}), e.g. inactivity_seconds=5"
+        ),
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
     parser.add_argument(
@@ -119,6 +127,13 @@ def run_app(app: faust.App, *, log_level: str = "INFO") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # --set values are the starting defaults; an AppSettings record on chat.settings
+    # replaces them (logged), a tombstone there brings them back (DESIGN §4).
+    try:
+        core_overrides = parse_set(args.set or ())
+    except SettingsError as exc:
+        print(f"chat-notifier worker: {exc}", file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     if not settings.kafka_broker_url:
         print(
@@ -128,10 +143,15 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     logging.basicConfig(level=settings.log_level.upper())
+    try:
+        settings = fit_partition_counts_sync(settings, changelog_topics(args.app_id))
+    except PartitionLayoutError as exc:
+        print(f"chat-notifier worker: {exc}", file=sys.stderr)
+        return 2
     app, _ = build_worker_app(
         settings,
         app_id=args.app_id,
-        core_overrides=parse_sets(args.set),
+        core_overrides=core_overrides,
         **faust_overrides(args),
     )
     ensure_topics_sync(settings, changelog_topics(args.app_id))

@@ -12,8 +12,10 @@ One Faust agent per channel topic (``notify_<channel>``), each a thin adapter ar
 - keeps the sent-store in a Faust Table ``sent-<channel>`` keyed by delivery_id
   (changelogged, partitioned like the channel topic: a Delivery is keyed by recipient,
   so a given delivery id always arrives on the same partition and finds its entry);
-- reads AppSettings (links, sender identities) from ``chat.settings`` into a
-  GlobalTable, so every sender worker renders with the current values;
+- reads AppSettings (links, sender identities) from every partition of
+  ``chat.settings`` through the broadcast config reader (:mod:`processors.live.config`),
+  with the worker's rules (bounds, which record wins), so every sender renders with
+  the values the worker uses; nothing is rendered before it has caught up;
 - publishes Outcomes on ``notify.outcomes`` (key delivery_id) and DeadLetters on
   ``notify.dead-letter`` (key: the Delivery's key).
 
@@ -39,6 +41,8 @@ from prometheus_client import Histogram
 from processors import codec
 from processors import topics as t
 from processors.app import app_settings, create_app, partitions_for, raw_topic, record_topic
+from processors.live.broker import bootstrap_servers
+from processors.live.config import ConfigReader
 from processors.senders.base import Sender, create_senders
 from processors.senders.service import DeliveryService, DeliverySource
 from processors.settings import Settings
@@ -46,8 +50,6 @@ from processors.settings import Settings
 log = logging.getLogger(__name__)
 
 SENDER_CONCURRENCY = 16  # in-flight deliveries per channel agent per worker
-SETTINGS_KEY = "app"  # key of the AppSettings record on chat.settings
-APP_SETTINGS_TABLE = "sender-app-settings"
 
 OUTCOMES = PromCounter(
     "chat_notifier_delivery_outcomes_total", "Outcome records produced", ["channel", "status"]
@@ -70,10 +72,9 @@ def sent_table_name(channel: str) -> str:
 def sender_changelog_topics(app_id: str, channels: Iterable[str]) -> dict[str, str]:
     """Changelog topic -> partition group, to create (compacted) before the app starts.
 
-    A sent-store changelog is co-partitioned with its channel topic; the settings
-    table is global (one partition).
+    A sent-store changelog is co-partitioned with its channel topic.
     """
-    out = {f"{app_id}-{APP_SETTINGS_TABLE}-changelog": "single"}
+    out: dict[str, str] = {}
     for ch in channels:
         out[f"{app_id}-{sent_table_name(ch)}-changelog"] = "channel"
     return out
@@ -116,9 +117,12 @@ class SenderAgents:
         schema: Any = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
         self.outcomes_out = record_topic(app, t.OUTCOMES)
         self.dead_letter_out = record_topic(app, t.DEAD_LETTER)
-        self.app_settings_table = app.GlobalTable(
-            APP_SETTINGS_TABLE, partitions=1, recovery_buffer_size=1, schema=schema
+        # Settings as the worker sees them; refusals are dead-lettered by the worker.
+        self.config = ConfigReader(
+            bootstrap_servers(s), s.topic_prefix, names=False, label="senders"
         )
+        app.task(self.config.run)
+        app.page("/ready")(_ready_page(self.config))
         self.senders: dict[str, Sender] = (
             dict(senders) if senders is not None else create_senders(s, self.channels)
         )
@@ -137,7 +141,6 @@ class SenderAgents:
             app.agent(raw_topic(app, topic_name), name=f"notify_{ch}", concurrency=concurrency)(
                 self._agent_for(ch)
             )
-        app.agent(raw_topic(app, t.SETTINGS), name="sender_settings")(self._settings_agent)
 
     def _agent_for(self, channel: str) -> Callable[[faust.StreamT[bytes]], Any]:
         async def agent(stream: faust.StreamT[bytes]) -> None:
@@ -165,7 +168,8 @@ class SenderAgents:
             await self._dead_letter(source, f"{type(exc).__name__}: {exc}", "decode")
             return
         service = self.services[channel]
-        service.app_settings = self.app_settings_table.get(SETTINGS_KEY) or {}
+        await self.config.caught_up.wait()  # render with the settings in force
+        service.app_settings = self.config.app_settings or {}
         with DELIVERY_SECONDS.labels(channel).time():
             result = await service.handle(delivery, source=source)
         for outcome in result.outcomes:
@@ -191,21 +195,20 @@ class SenderAgents:
         SENDER_DEAD_LETTERS.labels(source.topic.rpartition(".")[2], stage).inc()
         await self.dead_letter_out.send(key=source.key, value=record)
 
-    async def _settings_agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            value = event.message.value
-            try:
-                record = codec.decode("AppSettings", value if isinstance(value, bytes) else b"")
-            except Exception:  # noqa: BLE001 - the live worker dead-letters these already
-                log.warning("ignoring an undecodable AppSettings record")
-                continue
-            held = self.app_settings_table.get(SETTINGS_KEY)
-            if held is None or int(record.get("ts") or 0) >= int(held.get("ts") or 0):
-                self.app_settings_table[SETTINGS_KEY] = record
-
     async def close(self) -> None:
         for sender in self.senders.values():
             await sender.close()
+
+
+def _ready_page(config: ConfigReader) -> Callable[[Any, Any], Any]:
+    # Faust inspects a page function's signature: a plain (web, request) function.
+    async def ready(web: Any, request: Any) -> Any:
+        return web.json(
+            {"ready": config.ready, "config_caught_up": config.ready},
+            status=200 if config.ready else 503,
+        )
+
+    return ready
 
 
 def attach_sender_agents(
@@ -247,7 +250,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from processors.live.broker import ensure_topics_sync
+    from processors.live.broker import (
+        PartitionLayoutError,
+        ensure_topics_sync,
+        fit_partition_counts_sync,
+    )
     from processors.live.worker import faust_overrides, run_app, settings_from_args
 
     settings = settings_from_args(args)
@@ -259,6 +266,16 @@ def run(args: argparse.Namespace) -> int:
     app_id = args.app_id or (
         "chat-notifier-senders" + ("" if args.channel == "all" else f"-{args.channel}")
     )
+    try:
+        # A sent-store changelog must match its channel topic's partition count.
+        settings = fit_partition_counts_sync(
+            settings,
+            sender_changelog_topics(app_id, channels),
+            {"channel": [t.CHANNEL_TOPICS[ch] for ch in channels]},
+        )
+    except PartitionLayoutError as exc:
+        print(f"chat-notifier senders: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings, app_id=app_id, **faust_overrides(args))
     attach_sender_agents(app, settings, channels, concurrency=args.concurrency)
     ensure_topics_sync(settings, sender_changelog_topics(app_id, channels))

@@ -20,6 +20,7 @@ FLUSH = {
     "closed_at": 11_000,
     "cause": "inactivity",
 }
+NAMES = {"alice": "Alice", "bob": "Bob"}  # User.name by user id (chat.users)
 ROLES = {"member": role("member", email=True, sms=True, push=True, browser=True)}
 SUB = {"endpoint": "https://push.example/1", "p256dh": "k", "auth": "a"}
 FULL = dict(email="carol@example.org", phone="+15550001", push_tokens=["tok"], browser=[SUB])
@@ -27,7 +28,7 @@ FULL = dict(email="carol@example.org", phone="+15550001", push_tokens=["tok"], b
 
 def candidate_for(uid: str, **p: Any) -> dict[str, Any]:
     conv = conversation("c1", participant("alice"), participant("bob"), participant(uid, **p))
-    candidates, skips = fan_out(FLUSH, conv, 11_000)
+    candidates, skips = fan_out(FLUSH, conv, 11_000, NAMES)
     assert skips == []
     return next(c for c in candidates if c["recipient_id"] == uid)
 
@@ -37,7 +38,7 @@ def reasons(decisions: list[dict[str, Any]]) -> list[tuple[str | None, str | Non
 
 
 def test_unknown_conversation_is_one_recipientless_skip() -> None:
-    candidates, skips = fan_out(FLUSH, None, 11_000)
+    candidates, skips = fan_out(FLUSH, None, 11_000, NAMES)
     assert candidates == []
     assert [(d["recipient_id"], d["channel"], d["outcome"], d["reason"]) for d in skips] == [
         (None, None, "skip", "UNKNOWN_CONVERSATION")
@@ -48,10 +49,19 @@ def test_fan_out_gives_one_candidate_per_participant_with_names() -> None:
     conv = conversation(
         "c1", participant("alice"), participant("bob"), participant("carol", "Read")
     )
-    candidates, _ = fan_out(FLUSH, conv, 11_000)
+    candidates, _ = fan_out(FLUSH, conv, 11_000, NAMES)
     assert [c["recipient_id"] for c in candidates] == ["alice", "bob", "carol"]
     assert candidates[2]["access"] == "Read"
     assert candidates[0]["sender_names"]["bob"] == "Bob"
+
+
+def test_sender_names_come_from_user_names_falling_back_to_the_id() -> None:
+    """Names come from User.name (chat.users), not from a participant field the
+    Conversation contract does not have; a sender without a User record keeps its id."""
+    flush = dict(FLUSH, messages=[msg("m1", 0, sender="bob"), msg("m2", 1, sender="zed")])
+    conv = conversation("c1", participant("alice", name="wrong"), participant("bob"))
+    candidates, _ = fan_out(flush, conv, 11_000, {"bob": "Robert", "alice": "Alice"})
+    assert candidates[0]["sender_names"] == {"bob": "Robert", "zed": "zed"}
 
 
 SKIPS = {
@@ -91,7 +101,7 @@ def test_recipient_level_skips(
     the_user = None if contact is None else user(uid, role=role_name or None, **contact)
     if uid == "alice":  # a batch of alice's own messages only
         flush = dict(FLUSH, messages=[msg("m1", 0, sender="alice")])
-        cand = fan_out(flush, conversation("c1", participant("alice")), 1)[0][0]
+        cand = fan_out(flush, conversation("c1", participant("alice")), 1, NAMES)[0][0]
         the_user = user("alice")
     else:
         cand = candidate_for(uid, **part)
