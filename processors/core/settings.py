@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,26 +62,7 @@ class SettingsError(ValueError):
     """An AppSettings value or ``--set`` override that cannot be used."""
 
 
-try:  # the render lane's pure validator (processors/core/links.py)
-    from processors.core.links import validate_link_template
-except ImportError:  # pragma: no cover - until that branch is merged
-
-    def validate_link_template(template: str) -> str:
-        """Stand-in for :func:`processors.core.links.validate_link_template`.
-
-        TODO(render): drop once core/links.py lands; it is the one home of this rule.
-        Returns the template; raises ``ValueError`` naming what is wrong.
-        """
-        if not template.lower().startswith(("http://", "https://")):
-            raise ValueError("link template must start with http:// or https://")
-        try:
-            fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
-        except ValueError as exc:
-            raise ValueError(f"link template is not a valid template: {exc}") from None
-        unknown = sorted({f for f in fields if f not in ("conversation_id", "user_id")})
-        if unknown:
-            raise ValueError(f"link template has unknown placeholders: {', '.join(unknown)}")
-        return template
+from processors.core.links import validate_link_template  # noqa: E402 - one home of the rule
 
 
 def _seconds(name: str, value: Any) -> int:

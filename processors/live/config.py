@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from prometheus_client import Counter as PromCounter
 
 from processors import codec
 from processors import topics as t
+from processors.core.admission import Admit, Reject, admit
 from processors.core.settings import (
     Position,
     SettingsError,
@@ -320,6 +322,16 @@ class ConfigReader:
             if name != t.USERS:
                 await self._refuse(name, record, f"{type(exc).__name__}: {exc}", "decode")
             return
+        # The same door as every input record: ids, the absolute time range, and a ts
+        # from the future bounded by the record's Kafka timestamp and this clock (a
+        # year-3000 role would otherwise win every later change).
+        verdict = admit(name, key, value, record.timestamp, wall_clock_ms())
+        if isinstance(verdict, Reject):
+            if name != t.USERS:  # the user agent dead-letters its own records
+                await self._refuse(name, record, verdict.reason, "admit")
+            return
+        if isinstance(verdict, Admit) and verdict.value is not None:
+            value = verdict.value
         try:
             applied = self.state.apply(name, key, value, *position_args)
         except ConfigRefused as exc:
@@ -354,3 +366,7 @@ class ConfigReader:
 def config_topics(names: bool = True) -> Iterable[str]:
     """The topics the reader follows (unprefixed)."""
     return (t.ROLES, t.SETTINGS, *((t.USERS,) if names else ()))
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000

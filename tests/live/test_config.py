@@ -308,7 +308,7 @@ def test_bad_config_records_are_dead_lettered_and_tombstones_delete(
             "chat.roles",
             "admin",
             {**role("member"), "ts": t0 + 3},  # would switch member's email off
-            "differs from its name",
+            "does not match name",
         ),
     ]
     produce_to(bs, prefix, [(topic, key, value, None) for topic, key, value, _ in bad])
