@@ -34,8 +34,8 @@ from typing import IO, Any
 from processors import codec
 from processors.core.admission import Admit, Reject, admit
 from processors.core.engine import Engine, Output
-from processors.core.settings import CoreSettings, SettingsError
-from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, TOPICS
+from processors.core.settings import CoreSettings, SettingsError, validate_app_settings
+from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, SETTINGS, TOPICS
 
 Record = tuple[str, str | None, dict[str, Any]]
 
@@ -84,6 +84,10 @@ def admitted(
         raise ValueError(f"cannot admit the record under key {key!r}")
     if verdict.bounded_from is not None:
         counts.bounded += 1
+    if topic == SETTINGS:
+        # What a live worker dead-letters (a period out of bounds, a bad link template)
+        # is a bad line here; the previous settings stay in force in both.
+        validate_app_settings(verdict.value)
     return topic, key, verdict.value
 
 

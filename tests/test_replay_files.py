@@ -164,3 +164,50 @@ def test_out_of_order_input_is_counted_in_the_summary(scenario: Path, tmp_path: 
     assert code == 0
     row = next(line for line in stderr.splitlines() if line.startswith("records out of time"))
     assert row.split()[-1] == "1"
+
+
+def test_bad_config_records_are_skipped_like_live_dead_letters(tmp_path: Path) -> None:
+    """A settings record out of bounds and a role keyed apart from its name: the worker
+    dead-letters them and keeps the previous values; replay reports and skips them."""
+    ts = 1_764_000_000_000
+    lines = [
+        {"topic": "chat.settings", "key": "app", "value": {"inactivity_seconds": 0, "ts": ts}},
+        {
+            "topic": "chat.roles",
+            "key": "admin",
+            "value": {
+                "name": "member",
+                "email": True,
+                "sms": True,
+                "push": True,
+                "browser": True,
+                "ts": ts,
+            },
+        },
+        {
+            "topic": "chat.messages",
+            "key": "c1",
+            "value": {
+                "message_id": "m1",
+                "conversation_id": "c1",
+                "sender_id": "a",
+                "type": "UserMessage",
+                "text": "hi",
+                "ts": ts + 1,
+            },
+        },
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    stderr, code = cli("--input", str(source), "--output", str(out))
+    assert code == 0, stderr
+    assert "skipped line 1: inactivity_seconds must be more than 0" in stderr
+    assert "skipped line 2: key 'admin' does not match name 'member'" in stderr
+    (flush,) = [
+        json.loads(x)["value"]
+        for x in out.read_text().splitlines()
+        if json.loads(x)["topic"] == "notify.flushes"
+    ]
+    # the default 10 s period stayed in force
+    assert flush["closed_at"] == ts + 1 + 10_000
