@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from processors.core.batching import ConversationBatch
+from processors.core.batching import ConversationBatch, MessageTooLarge
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
 from processors.core.settings import CoreSettings
@@ -32,6 +32,8 @@ from processors.topics import (
 
 Output = tuple[str, str | None, dict[str, Any]]
 NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocate for them
+# Sender display names beyond the participants' own ``name`` (none yet in replay).
+NO_NAMES: Mapping[str, str] = {}
 
 
 class EngineError(ValueError):
@@ -56,6 +58,11 @@ class Engine:
         self.roles: dict[str, dict[str, Any]] = {}
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
+        # Outputs a handler itself produced (a batch closed by size before a message).
+        self._produced: list[Output] = []
+        # (conversation_id, message_id, reason) of messages no batch could hold; the live
+        # worker dead-letters them.
+        self.refused: list[tuple[str, str, str]] = []
         self._handlers = {
             MESSAGES: self._on_message,
             TYPING: self._on_typing,
@@ -84,9 +91,17 @@ class Engine:
                 out: list[Output] = []
                 self._fire_due(ts, out)
                 handler(value)
+                if self._produced:
+                    out += self._take_produced()
                 return out
         handler(value)
+        if self._produced:
+            return self._take_produced()
         return NO_OUTPUT
+
+    def _take_produced(self) -> list[Output]:
+        out, self._produced = self._produced, []
+        return out
 
     def feed_all(
         self, records: Iterable[tuple[str, str | None, Mapping[str, Any]]]
@@ -108,6 +123,14 @@ class Engine:
         batch = self.batches.get(conversation_id)
         if batch is None:
             batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+        try:
+            full = batch.flush_before(value, self.cfg)
+        except MessageTooLarge as exc:
+            self.refused.append((conversation_id, value["message_id"], str(exc)))
+            return
+        if full is not None:
+            batch.commit_close(full, self.cfg)
+            self._emit(full, self._produced)
         if batch.add_message(value, self.cfg):
             self._schedule(conversation_id, batch)
 
@@ -191,10 +214,15 @@ class Engine:
                 self._close(batch, out)
 
     def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
-        flush = batch.close(self.cfg)
+        self._emit(batch.close(self.cfg), out)
+
+    def _emit(self, flush: dict[str, Any], out: list[Output]) -> None:
+        """The Flush, and the decisions and deliveries of its recipients."""
         now = flush["closed_at"]
         out.append((FLUSHES, flush["conversation_id"], flush))
-        candidates, skips = fan_out(flush, self.conversations.get(flush["conversation_id"]), now)
+        candidates, skips = fan_out(
+            flush, self.conversations.get(flush["conversation_id"]), now, NO_NAMES
+        )
         for decision in skips:
             out.append((DECISIONS, flush["conversation_id"], decision))
         cfg = self.cfg

@@ -27,7 +27,7 @@ FULL = dict(email="carol@example.org", phone="+15550001", push_tokens=["tok"], b
 
 def candidate_for(uid: str, **p: Any) -> dict[str, Any]:
     conv = conversation("c1", participant("alice"), participant("bob"), participant(uid, **p))
-    candidates, skips = fan_out(FLUSH, conv, 11_000)
+    candidates, skips = fan_out(FLUSH, conv, 11_000, {})
     assert skips == []
     return next(c for c in candidates if c["recipient_id"] == uid)
 
@@ -37,7 +37,7 @@ def reasons(decisions: list[dict[str, Any]]) -> list[tuple[str | None, str | Non
 
 
 def test_unknown_conversation_is_one_recipientless_skip() -> None:
-    candidates, skips = fan_out(FLUSH, None, 11_000)
+    candidates, skips = fan_out(FLUSH, None, 11_000, {})
     assert candidates == []
     assert [(d["recipient_id"], d["channel"], d["outcome"], d["reason"]) for d in skips] == [
         (None, None, "skip", "UNKNOWN_CONVERSATION")
@@ -48,10 +48,21 @@ def test_fan_out_gives_one_candidate_per_participant_with_names() -> None:
     conv = conversation(
         "c1", participant("alice"), participant("bob"), participant("carol", "Read")
     )
-    candidates, _ = fan_out(FLUSH, conv, 11_000)
+    candidates, _ = fan_out(FLUSH, conv, 11_000, {})
     assert [c["recipient_id"] for c in candidates] == ["alice", "bob", "carol"]
     assert candidates[2]["access"] == "Read"
     assert candidates[0]["sender_names"]["bob"] == "Bob"
+
+
+def test_candidates_name_only_the_senders_of_the_batch() -> None:
+    """A huge conversation's Candidates do not carry every participant's name."""
+    others = [participant(f"u{i}") for i in range(5_000)]
+    conv = conversation("c1", participant("alice"), participant("bob"), *others)
+    candidates, _ = fan_out(FLUSH, conv, 11_000, {"alice": "Alice Liddell", "u7": "Seven"})
+    assert len(candidates) == 5_002
+    # names from the users' records win; the participant's own name is the fallback
+    assert candidates[0]["sender_names"] == {"alice": "Alice Liddell", "bob": "Bob"}
+    assert all(c["sender_names"] is candidates[0]["sender_names"] for c in candidates)
 
 
 SKIPS = {
@@ -91,7 +102,7 @@ def test_recipient_level_skips(
     the_user = None if contact is None else user(uid, role=role_name or None, **contact)
     if uid == "alice":  # a batch of alice's own messages only
         flush = dict(FLUSH, messages=[msg("m1", 0, sender="alice")])
-        cand = fan_out(flush, conversation("c1", participant("alice")), 1)[0][0]
+        cand = fan_out(flush, conversation("c1", participant("alice")), 1, {})[0][0]
         the_user = user("alice")
     else:
         cand = candidate_for(uid, **part)
