@@ -177,6 +177,7 @@ class Pipeline:
         self.closing: dict[str, asyncio.Future[None]] = {}
         # conversation_id -> the fan-out of its last Flush, while it runs.
         self.fan_outs: dict[str, asyncio.Task[None]] = {}
+        self.flush_writes: set[asyncio.Task[None]] = set()  # Flushes awaiting their ack
         self.presence: dict[str, UserPresence] = {}
         self.presence_partition: dict[str, int] = {}
         self.presence_persisted_ts: dict[str, int] = {}
@@ -604,12 +605,23 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         for _, _, flush in due:
             self.closing[flush["conversation_id"]] = loop.create_future()
+        # Acks wait behind whatever the producer is sending (a big fan-out's Candidates):
+        # awaited in a task, so the next tick's deadlines are not held up by them.
+        task = asyncio.ensure_future(self._write_and_commit(due))
+        self.flush_writes.add(task)
+        task.add_done_callback(self.flush_writes.discard)
+
+    async def _write_and_commit(
+        self, due: list[tuple[int, ConversationBatch, dict[str, Any]]]
+    ) -> None:
         try:
             results = await asyncio.gather(
                 *(self._write_flush(partition, flush) for partition, _, flush in due),
                 return_exceptions=True,
             )
             self._commit_closes(due, results)
+        except Exception:  # pragma: no cover - the batches stay open and are retried
+            log.exception("committing closed batches")
         finally:
             for _, _, flush in due:
                 closing = self.closing.pop(flush["conversation_id"], None)
