@@ -25,9 +25,11 @@ from typing import IO, Any
 from processors import codec
 from processors.core.engine import Engine, Output
 from processors.core.settings import CoreSettings, SettingsError
-from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, TOPICS
+from processors.topics import CONVERSATIONS, DECISIONS, FLUSHES, INPUT_TOPICS, TOPICS, USERS
 
-Record = tuple[str, str | None, dict[str, Any]]
+Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
+# Topics where a null value (with a key) deletes the record (DESIGN §11).
+DELETABLE = (USERS, CONVERSATIONS)
 
 SETTABLE = ("inactivity_seconds", "typing_ttl_seconds", "max_batch_seconds", "presence_ttl_seconds")
 PROGRESS_MIN_BYTES = 1 << 20  # show progress for inputs of a megabyte and more
@@ -57,6 +59,9 @@ def parse_line(line_no: int, line: str) -> Record:
             line_no, f"topic {topic!r} is not an input topic ({', '.join(INPUT_TOPICS)})"
         )
     value = item.get("value")
+    key = item.get("key")
+    if value is None and topic in DELETABLE and key is not None:
+        return topic, str(key), None  # a tombstone: deletes the user or conversation
     if not isinstance(value, dict):
         raise ReplayInputError(line_no, "value must be a JSON object")
     record = TOPICS[topic].record
@@ -65,7 +70,6 @@ def parse_line(line_no: int, line: str) -> Record:
         decoded = codec.from_json_value(record, value)
     except codec.DecodeError as exc:
         raise ReplayInputError(line_no, str(exc)) from None
-    key = item.get("key")
     return topic, None if key is None else str(key), decoded
 
 

@@ -75,15 +75,23 @@ class Engine:
 
     # -- input ----------------------------------------------------------------------
 
-    def feed(self, topic: str, key: str | None, value: Mapping[str, Any]) -> Sequence[Output]:
+    def feed(
+        self, topic: str, key: str | None, value: Mapping[str, Any] | None
+    ) -> Sequence[Output]:
         """Apply one input record; return what it (and the time it brings) produced.
 
         Values are validated records (the codec fills every field), so ``ts`` is an int.
+        A None value is a tombstone: it deletes the user or conversation named by
+        ``key`` (later decisions say UNKNOWN_USER / UNKNOWN_CONVERSATION); it carries
+        no time.
         """
         try:
             handler = self._handlers[topic]
         except KeyError:
             raise EngineError(f"not an input topic: {topic!r}") from None
+        if value is None:
+            self._delete(topic, key)
+            return NO_OUTPUT
         ts = value["ts"]
         if ts > self.clock:
             self.clock = ts
@@ -104,7 +112,7 @@ class Engine:
         return out
 
     def feed_all(
-        self, records: Iterable[tuple[str, str | None, Mapping[str, Any]]]
+        self, records: Iterable[tuple[str, str | None, Mapping[str, Any] | None]]
     ) -> Iterator[Output]:
         for topic, key, value in records:
             yield from self.feed(topic, key, value)
@@ -117,6 +125,14 @@ class Engine:
         return out
 
     # -- handlers -------------------------------------------------------------------
+
+    def _delete(self, topic: str, key: str | None) -> None:
+        held = {USERS: self.users, CONVERSATIONS: self.conversations}.get(topic)
+        if held is None:
+            raise EngineError(f"a tombstone (null value) on {topic} deletes nothing")
+        if key is None:
+            raise EngineError(f"a tombstone on {topic} without a key: nothing to delete")
+        held.pop(key, None)
 
     def _on_message(self, value: Mapping[str, Any]) -> None:
         conversation_id = value["conversation_id"]

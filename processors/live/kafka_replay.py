@@ -29,7 +29,7 @@ from processors.live.broker import bootstrap_servers
 from processors.settings import Settings
 
 Position = int | datetime | None
-Record = tuple[str, str | None, dict[str, Any]]
+Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
 FETCH_TIMEOUT_MS = 500
 STALL_LIMIT = 20  # empty fetches in a row before a partition is declared exhausted
 
@@ -75,8 +75,11 @@ def read_topics(
     order = {name: i for i, name in enumerate(names)}
 
     def keyed(records: list[Record]) -> Iterator[tuple[int, int, int, Record]]:
+        ts = 0  # a tombstone has no time: it keeps its place after the record before it
         for seq, record in enumerate(records):
-            yield int(record[2].get("ts") or 0), order[record[0]], seq, record
+            if record[2] is not None:
+                ts = int(record[2].get("ts") or 0)
+            yield ts, order[record[0]], seq, record
 
     for _, _, _, record in heapq.merge(*(keyed(r) for r in per_partition)):
         yield record
@@ -151,6 +154,9 @@ async def _fetch(
                         pending.discard(tp)
                         break
                     done += 1
+                    if r.value is None and r.key is not None and name in (t.USERS, t.CONVERSATIONS):
+                        out[tp].append((name, r.key.decode("utf-8", "replace"), None))
+                        continue  # a tombstone: deletes the user or conversation
                     try:
                         value = codec.decode(record_name, r.value or b"")
                     except codec.DecodeError as exc:
