@@ -101,12 +101,18 @@ def message_size(message: Mapping[str, Any]) -> int:
 
 def message_bytes(message: Mapping[str, Any]) -> int:
     """The UTF-8 size of what ``message`` contributes to a batch (its text truncated)."""
-    size = MESSAGE_OVERHEAD_BYTES + _utf8_len(truncated_text(message.get("text") or ""))
-    size += _utf8_len(message["message_id"]) + _utf8_len(message["conversation_id"])
-    size += _utf8_len(message.get("sender_id") or "")
-    for mention in message.get("mentions") or ():
-        size += _utf8_len(mention) + 2
-    return size
+    mentions = message.get("mentions") or ()
+    strings = "".join(
+        (
+            truncated_text(message.get("text") or ""),
+            message["message_id"],
+            message["conversation_id"],
+            message.get("sender_id") or "",
+            *mentions,
+        )
+    )
+    size = len(strings) if strings.isascii() else len(strings.encode("utf-8"))
+    return MESSAGE_OVERHEAD_BYTES + size + 2 * len(mentions)
 
 
 def _digest(message_id: str) -> int:
@@ -132,6 +138,7 @@ class ConversationBatch:
         "typing",
         "recent",
         "pending_bytes",
+        "_sized",
     )
 
     def __init__(self, conversation_id: str) -> None:
@@ -139,6 +146,9 @@ class ConversationBatch:
         self.pending: list[dict[str, Any]] = []  # user messages, in event-time order
         self.pending_ids: set[str] = set()
         self.pending_bytes = 0  # message_bytes() of the pending messages
+        # (message, size) of the last message sized, so flush_before + add_message of
+        # the same record measure it once.
+        self._sized: tuple[Mapping[str, Any], int] | None = None
         self.opened_at: int | None = None
         self.first_at = 0  # effective time of the earliest pending message
         self.last_message_at = 0  # effective time of the latest pending message
@@ -170,12 +180,20 @@ class ConversationBatch:
         :meth:`add_message`. Raises :class:`MessageTooLarge` for a message no batch can
         hold.
         """
-        if not self._joins(message) or self._fits(message_size(message)):
+        if not self._joins(message) or self._fits(self._size(message)):
             return None
         ts = int(message["ts"])
         effective = ts if ts > self.last_close else self.last_close
         closed_at = effective if effective > self.last_message_at else self.last_message_at
         return self._flush_record(closed_at, "max_size")
+
+    def _size(self, message: Mapping[str, Any]) -> int:
+        sized = self._sized
+        if sized is not None and sized[0] is message:
+            return sized[1]
+        size = message_size(message)
+        self._sized = (message, size)
+        return size
 
     def _fits(self, size: int) -> bool:
         return not self.pending or (
@@ -191,7 +209,8 @@ class ConversationBatch:
         """
         if not self._joins(message):
             return False
-        size = message_size(message)
+        size = self._size(message)
+        self._sized = None
         if not self._fits(size):
             raise ValueError(
                 f"conversation {self.conversation_id}: the batch is full; "
@@ -313,12 +332,16 @@ class ConversationBatch:
         arriving no earlier than this close (the rule for messages older than a close).
         """
         closed_at = int(flush["closed_at"])
-        flushed = set(flush["message_ids"])
+        ids = flush["message_ids"]
         recent = self.recent
-        recent.extend(_digest(m) for m in flush["message_ids"])
+        recent.extend(_digest(m) for m in ids)
         if len(recent) > RECENT_IDS:
             del recent[: len(recent) - RECENT_IDS]
-        remaining = [m for m in self.pending if m["message_id"] not in flushed]
+        if len(ids) == len(self.pending):  # the usual case: nothing joined meanwhile
+            remaining: list[dict[str, Any]] = []
+        else:
+            flushed = set(ids)
+            remaining = [m for m in self.pending if m["message_id"] not in flushed]
         if closed_at > self.last_close:
             self.last_close = closed_at
         ttl = cfg.typing_ttl_ms
@@ -331,6 +354,11 @@ class ConversationBatch:
             self.opened_at = closed_at if self.typing else None
 
     def _set_pending(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            self.pending = []
+            self.pending_ids = set()
+            self.pending_bytes = self.first_at = self.last_message_at = 0
+            return
         self.pending = messages
         self.pending_ids = {m["message_id"] for m in messages}
         self.pending_bytes = sum(message_bytes(m) for m in messages)
