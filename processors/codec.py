@@ -112,7 +112,7 @@ ALLOWED_VALUES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     ("MessageEvent", "type"): ("UserMessage", "SystemMessage"),
     ("Participant", "access"): _ACCESS,
     ("Participant", "notify"): _NOTIFY,
-    ("Flush", "cause"): ("inactivity", "max_batch"),
+    ("Flush", "cause"): ("inactivity", "max_batch", "max_size"),
     ("Candidate", "access"): _ACCESS,
     ("Candidate", "notify"): _NOTIFY,
     ("Decision", "channel"): _CHANNELS,
@@ -1126,29 +1126,51 @@ fingerprint = _DEFAULT.fingerprint
 schema = _DEFAULT.schema
 
 
+# A DeadLetter must itself fit in one record (a default producer takes 1 MB): a value
+# larger than this, or a key larger than DEAD_LETTER_MAX_KEY_BYTES, is not copied; the
+# record then points at the original (topic, partition, offset) with its size.
+DEAD_LETTER_MAX_VALUE_BYTES: Final = 512 * 1024
+DEAD_LETTER_MAX_KEY_BYTES: Final = 4 * 1024
+DEAD_LETTER_MAX_ERROR_CHARS: Final = 1_000
+
+
 def dead_letter(
     *,
     source_topic: str,
     key: bytes | None,
-    value: bytes,
+    value: bytes | None,
     error: str,
     stage: str,
     partition: int | None,
     offset: int | None,
     ts: int,
+    size: int | None = None,
 ) -> dict[str, Any]:
     """A DeadLetter record (schemas/DeadLetter.avsc): the original bytes unchanged, the
     reason, and where they came from. ``stage`` is ``decode``, ``admit``, ``process`` or
-    ``deliver``; anything else raises :class:`EncodeError`, as does a value of the wrong type."""
+    ``deliver``; anything else raises :class:`EncodeError`, as does a value of the wrong type.
+
+    A value over ``DEAD_LETTER_MAX_VALUE_BYTES`` or a key over
+    ``DEAD_LETTER_MAX_KEY_BYTES`` is left out (``by_reference``: the record names the
+    source topic, partition, offset and size instead), and the error text is cut to
+    ``DEAD_LETTER_MAX_ERROR_CHARS``, so a dead letter always fits where it is written.
+    ``size`` is the original value's size when ``value`` is not given (None or a
+    tombstone has none)."""
+    raw = value if value is not None else b""
+    by_reference = len(raw) > DEAD_LETTER_MAX_VALUE_BYTES or (
+        key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES
+    )
     record = {
         "source_topic": source_topic,
         "partition": partition,
         "offset": offset,
-        "key": key,
-        "value": value,
-        "error": error,
+        "key": None if by_reference else key,
+        "value": b"" if by_reference else raw,
+        "error": _truncate(error, DEAD_LETTER_MAX_ERROR_CHARS),
         "stage": stage,
         "ts": ts,
+        "size": size if value is None else len(raw),
+        "by_reference": by_reference,
     }
     try:
         result: dict[str, Any] = _DEFAULT._record("DeadLetter").from_python(record)

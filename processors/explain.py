@@ -131,6 +131,8 @@ def read_kafka() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     decisions: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, Any]] = {}
     for topic, _, value in read_topics(settings, [DECISIONS, OUTCOMES], input_only=False):
+        if value is None:
+            continue  # only chat.users / chat.conversations carry tombstones
         if topic == DECISIONS:
             decisions.append(value)
         else:

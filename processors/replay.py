@@ -35,9 +35,20 @@ from processors import codec
 from processors.core.admission import Admit, Reject, admit
 from processors.core.engine import Engine, Output
 from processors.core.settings import CoreSettings, SettingsError, validate_app_settings
-from processors.topics import DECISIONS, FLUSHES, INPUT_TOPICS, SETTINGS, TOPICS
+from processors.topics import (
+    CONVERSATIONS,
+    DECISIONS,
+    FLUSHES,
+    INPUT_TOPICS,
+    ROLES,
+    SETTINGS,
+    TOPICS,
+    USERS,
+)
 
-Record = tuple[str, str | None, dict[str, Any]]
+Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
+# Topics where a null value (with a key) deletes the record (DESIGN §11).
+DELETABLE = (USERS, CONVERSATIONS, ROLES, SETTINGS)
 
 SETTABLE = ("inactivity_seconds", "typing_ttl_seconds", "max_batch_seconds", "presence_ttl_seconds")
 PROGRESS_MIN_BYTES = 1 << 20  # show progress for inputs of a megabyte and more
@@ -105,6 +116,9 @@ def parse_line(line_no: int, line: str, counts: DoorCounts | None = None) -> Rec
             line_no, f"topic {topic!r} is not an input topic ({', '.join(INPUT_TOPICS)})"
         )
     value = item.get("value")
+    key = item.get("key")
+    if value is None and topic in DELETABLE and key is not None:
+        return topic, str(key), None  # a tombstone: deletes the user or conversation
     if not isinstance(value, dict):
         raise ReplayInputError(line_no, "value must be a JSON object")
     record = TOPICS[topic].record
@@ -295,6 +309,9 @@ def read_kafka(
     for record in read_topic_records(
         settings, names, start, end, on_error=on_error, progress=on_progress
     ):
+        if record.value is None:  # a tombstone
+            yield record.topic, record.key, None
+            continue
         try:
             yield admitted(record.topic, record.key, record.value, record.timestamp, counts)
         except ValueError as exc:

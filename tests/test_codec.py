@@ -207,6 +207,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "error": "unknown schema fingerprint 0x0000000000000000 for MessageEvent",
         "stage": "decode",
         "ts": 1_717_171_812_000,
+        "size": 18,
+        "by_reference": False,
     },
 }
 
@@ -676,6 +678,37 @@ def test_dead_letter_builds_a_valid_record() -> None:
             offset=0,
             ts=0,
         )
+
+
+def test_dead_letter_of_a_huge_record_is_a_reference_that_fits() -> None:
+    """Issue 8: a 5 MB record's dead letter was too large to write itself."""
+    huge = b"{" + b"x" * (5 * 1024 * 1024)
+    record = codec.dead_letter(
+        source_topic="chat.messages",
+        key=b"c-1",
+        value=huge,
+        error="record of 5242881 bytes; at most 524288 are read " + "!" * 5000,
+        stage="decode",
+        partition=2,
+        offset=41,
+        ts=1,
+    )
+    assert record["by_reference"] is True and record["value"] == b"" and record["key"] is None
+    assert record["size"] == len(huge)
+    assert (record["partition"], record["offset"]) == (2, 41)
+    assert len(record["error"]) <= codec.DEAD_LETTER_MAX_ERROR_CHARS
+    assert len(codec.encode("DeadLetter", record)) < 2_000
+    small = codec.dead_letter(
+        source_topic="chat.users",
+        key=b"u1",
+        value=None,
+        error="tombstone",
+        stage="decode",
+        partition=0,
+        offset=0,
+        ts=0,
+    )
+    assert small["by_reference"] is False and small["size"] is None and small["value"] == b""
 
 
 # --------------------------------------------------------------------------- bad bytes

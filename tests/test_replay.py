@@ -266,3 +266,60 @@ def test_a_conversation_arriving_late_gets_the_flushes_it_gets_alone(tmp_path: P
 
     assert flushes_of(late, "A") == flushes_of(alone, "A") == [["a1"], ["a2"]]
     assert _summary_row(stderr, "records out of time order") == 2
+
+
+def test_tombstones_delete_users_and_conversations(tmp_path: Path) -> None:
+    """Issue 8 item 4: a null value on chat.users / chat.conversations deletes the record."""
+    member = {"name": "member", "email": True, "sms": False, "push": False, "browser": False}
+    bob = {"user_id": "bob", "name": "Bob", "email": "bob@example.test", "role": "member"}
+    conv = {
+        "conversation_id": "c1",
+        "participants": [
+            {"user_id": "ann", "access": "ReadWrite", "notify": "All"},
+            {"user_id": "bob", "access": "ReadWrite", "notify": "All"},
+        ],
+    }
+
+    def msg(mid: str, ts: int) -> dict[str, Any]:
+        return {
+            "message_id": mid,
+            "conversation_id": "c1",
+            "sender_id": "ann",
+            "type": "UserMessage",
+            "text": "hi",
+            "ts": ts,
+        }
+
+    def typing_stop(ts: int) -> dict[str, Any]:
+        return {"conversation_id": "c1", "user_id": "ann", "typing": False, "ts": ts}
+
+    lines = [
+        {"topic": "chat.roles", "key": "member", "value": {**member, "ts": T0}},
+        {"topic": "chat.users", "key": "bob", "value": {**bob, "ts": T0}},
+        {"topic": "chat.conversations", "key": "c1", "value": {**conv, "ts": T0}},
+        {"topic": "chat.messages", "key": "c1", "value": msg("m1", T0 + 1)},
+        # a tombstone carries no time: this event moves the clock past m1's close first
+        {"topic": "chat.typing", "key": "c1", "value": typing_stop(T0 + 30_000)},
+        {"topic": "chat.users", "key": "bob", "value": None},
+        {"topic": "chat.messages", "key": "c1", "value": msg("m2", T0 + 60_000)},
+        {"topic": "chat.typing", "key": "c1", "value": typing_stop(T0 + 90_000)},
+        {"topic": "chat.conversations", "key": "c1", "value": None},
+        {"topic": "chat.messages", "key": "c1", "value": msg("m3", T0 + 120_000)},
+        {"topic": "chat.users", "key": None, "value": None},
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records, stderr, code = replay(tmp_path, "--deliveries", input_path=path)
+    assert code == 0, stderr
+    bob_decisions = [
+        (r["value"]["outcome"], r["value"]["reason"])
+        for r in records
+        if r["topic"] == "notify.decisions" and r["value"]["recipient_id"] == "bob"
+    ]
+    assert ("send", None) in bob_decisions[:4]  # email; the other channels are disabled
+    assert bob_decisions[4:] == [("skip", "UNKNOWN_USER")]
+    last = [r["value"] for r in records if r["topic"] == "notify.decisions"][-1]
+    assert (last["recipient_id"], last["reason"]) == (None, "UNKNOWN_CONVERSATION")
+    later = "\n".join(json.dumps(r) for r in records if r["value"].get("ts", 0) > T0 + 30_000)
+    assert "bob@example.test" not in later
+    assert "line 11" in stderr  # the keyless tombstone is a bad line, reported

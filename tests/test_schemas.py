@@ -128,7 +128,18 @@ FIELDS: dict[str, list[str]] = {
         "detail",
         "ts",
     ],
-    "DeadLetter": ["source_topic", "partition", "offset", "key", "value", "error", "stage", "ts"],
+    "DeadLetter": [
+        "source_topic",
+        "partition",
+        "offset",
+        "key",
+        "value",
+        "error",
+        "stage",
+        "ts",
+        "size",
+        "by_reference",
+    ],
 }
 
 NULLABLE: dict[str, set[str]] = {
@@ -141,7 +152,7 @@ NULLABLE: dict[str, set[str]] = {
     "Decision": {"recipient_id", "channel", "reason", "presence", "detail", "delivery_id"},
     "Delivery": {"recipient_name", "email", "phone", "subject"},
     "Outcome": {"address", "provider_id", "detail"},
-    "DeadLetter": {"partition", "offset", "key"},
+    "DeadLetter": {"partition", "offset", "key", "size"},
 }
 
 # Fields that hold times (epoch milliseconds) and so must be Avro longs.
@@ -217,7 +228,7 @@ def test_one_schema_file_per_record_and_nothing_else() -> None:
     assert current == sorted(FIELDS)
     assert tuple(codec.RECORDS) == tuple(FIELDS)
     old = sorted(p.name for p in SCHEMA_DIR.glob("*.v*.avsc"))
-    assert old == ["MessageEvent.v1.avsc"]
+    assert old == ["DeadLetter.v1.avsc", "MessageEvent.v1.avsc"]
 
 
 @pytest.mark.parametrize("record", list(FIELDS))

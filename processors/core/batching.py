@@ -25,6 +25,18 @@ Rules, with the choices the design left open:
   pruned at the close, and a stale indicator must not reopen a batch).
 * Duplicates: a message id in the pending batch or among the last ``RECENT_IDS``
   flushed ids is ignored. The window is kept as 64-bit digests to bound the state.
+* Size: a batch holds at most ``MAX_BATCH_MESSAGES`` messages and ``MAX_BATCH_BYTES``
+  of message payload (:func:`message_bytes`). The message that would exceed either
+  bound first closes the pending batch with cause ``max_size``, at the later of its own
+  effective time and the batch's last message, then opens the next batch. Text longer
+  than ``MAX_TEXT_CHARS`` is cut, with ``TRUNCATION_MARK`` at the end, when it joins;
+  a message still larger than ``MAX_MESSAGE_BYTES`` (ids and mentions) cannot join
+  any batch and is refused with :class:`MessageTooLarge`. So a Flush (payload plus its
+  ``message_ids``) stays well under a producer's 1 MB record limit.
+* Closing is two steps so a live worker can write the Flush before it forgets the
+  batch: :meth:`ConversationBatch.due_flush` / :meth:`ConversationBatch.flush_before`
+  compute the Flush without changing anything; :meth:`ConversationBatch.commit_close`
+  applies it once it is safely written.
 """
 
 from __future__ import annotations
@@ -44,7 +56,63 @@ from processors.core.settings import CoreSettings
 # and keeps the serialised window at 344 bytes.
 RECENT_IDS = 32
 
+# Size bounds of one batch (see the module doc). 256 KiB of payload keeps a Flush, which
+# carries the payload and the message ids again, far below the 1 MB record limit of a
+# default Kafka producer, and a Candidate small enough to copy per recipient.
+MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_MESSAGES = 500
+# Stored text per message, in characters (a long chat message is ~1-2k characters).
+MAX_TEXT_CHARS = 4_000
+TRUNCATION_MARK = "… [truncated]"
+# One message's payload after truncation; more means huge ids or mention lists.
+MAX_MESSAGE_BYTES = 64 * 1024
+# What a message costs beyond its strings: ts, type, origin, framing.
+MESSAGE_OVERHEAD_BYTES = 32
+
 USER_MESSAGE = "UserMessage"
+
+
+class MessageTooLarge(ValueError):
+    """A message that no batch can hold, even with its text truncated."""
+
+
+def _utf8_len(text: str) -> int:
+    # ASCII text (the common case) is one byte per character; skip the encoding copy.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def truncated_text(text: str) -> str:
+    """``text`` cut to ``MAX_TEXT_CHARS`` characters, the cut marked visibly."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text
+    return text[: MAX_TEXT_CHARS - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+
+
+def message_size(message: Mapping[str, Any]) -> int:
+    """:func:`message_bytes`, refusing a message no batch can hold (:class:`MessageTooLarge`)."""
+    size = message_bytes(message)
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"message is {size} bytes after its text is truncated (ids and mentions); "
+            f"at most {MAX_MESSAGE_BYTES} bytes fit in a batch"
+        )
+    return size
+
+
+def message_bytes(message: Mapping[str, Any]) -> int:
+    """The UTF-8 size of what ``message`` contributes to a batch (its text truncated)."""
+    mentions = message.get("mentions") or ()
+    strings = "".join(
+        (
+            truncated_text(message.get("text") or ""),
+            message["message_id"],
+            message["conversation_id"],
+            message.get("sender_id") or "",
+            *mentions,
+        )
+    )
+    size = len(strings) if strings.isascii() else len(strings.encode("utf-8"))
+    return MESSAGE_OVERHEAD_BYTES + size + 2 * len(mentions)
 
 
 def _digest(message_id: str) -> int:
@@ -69,12 +137,18 @@ class ConversationBatch:
         "last_close",
         "typing",
         "recent",
+        "pending_bytes",
+        "_sized",
     )
 
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         self.pending: list[dict[str, Any]] = []  # user messages, in event-time order
         self.pending_ids: set[str] = set()
+        self.pending_bytes = 0  # message_bytes() of the pending messages
+        # (message, size) of the last message sized, so flush_before + add_message of
+        # the same record measure it once.
+        self._sized: tuple[Mapping[str, Any], int] | None = None
         self.opened_at: int | None = None
         self.first_at = 0  # effective time of the earliest pending message
         self.last_message_at = 0  # effective time of the latest pending message
@@ -90,16 +164,59 @@ class ConversationBatch:
     def has_pending(self) -> bool:
         return bool(self.pending)
 
-    def add_message(self, message: Mapping[str, Any], cfg: CoreSettings) -> bool:
-        """Apply a MessageEvent; True if it joined the pending batch.
-
-        System messages and duplicates return False and change nothing.
-        """
+    def _joins(self, message: Mapping[str, Any]) -> bool:
+        """Would ``message`` join a batch (a user message not seen before)?"""
         if message["type"] != USER_MESSAGE:
             return False  # system messages never open, extend or join a batch
         message_id = message["message_id"]
-        if message_id in self.pending_ids or (self.recent and _digest(message_id) in self.recent):
+        return not (
+            message_id in self.pending_ids or (self.recent and _digest(message_id) in self.recent)
+        )
+
+    def flush_before(self, message: Mapping[str, Any], cfg: CoreSettings) -> dict[str, Any] | None:
+        """The Flush that must close before ``message`` joins (cause ``max_size``), or None.
+
+        Changes nothing: commit it with :meth:`commit_close`, then call
+        :meth:`add_message`. Raises :class:`MessageTooLarge` for a message no batch can
+        hold.
+        """
+        if not self._joins(message) or self._fits(self._size(message)):
+            return None
+        ts = int(message["ts"])
+        effective = ts if ts > self.last_close else self.last_close
+        closed_at = effective if effective > self.last_message_at else self.last_message_at
+        return self._flush_record(closed_at, "max_size")
+
+    def _size(self, message: Mapping[str, Any]) -> int:
+        sized = self._sized
+        if sized is not None and sized[0] is message:
+            return sized[1]
+        size = message_size(message)
+        self._sized = (message, size)
+        return size
+
+    def _fits(self, size: int) -> bool:
+        return not self.pending or (
+            self.pending_bytes + size <= MAX_BATCH_BYTES and len(self.pending) < MAX_BATCH_MESSAGES
+        )
+
+    def add_message(self, message: Mapping[str, Any], cfg: CoreSettings) -> bool:
+        """Apply a MessageEvent; True if it joined the pending batch.
+
+        System messages and duplicates return False and change nothing. Callers first
+        close what :meth:`flush_before` returns; a message that would still exceed the
+        size bound raises ``ValueError`` (as does one larger than any batch).
+        """
+        if not self._joins(message):
             return False
+        size = self._size(message)
+        self._sized = None
+        if not self._fits(size):
+            raise ValueError(
+                f"conversation {self.conversation_id}: the batch is full; "
+                "close flush_before(message) first"
+            )
+        message_id = message["message_id"]
         ts = int(message["ts"])
         effective = ts if ts > self.last_close else self.last_close
         if not self.pending:
@@ -120,11 +237,15 @@ class ConversationBatch:
                 self.typing[sender] = (ts, False)
         # Kept as given: callers pass freshly decoded records they do not reuse.
         record = message if isinstance(message, dict) else dict(message)
+        text = record.get("text") or ""
+        if len(text) > MAX_TEXT_CHARS:
+            record = {**record, "text": truncated_text(text)}
         if self.pending and ts < self.pending[-1]["ts"]:
             insort(self.pending, record, key=_ts_key)
         else:
             self.pending.append(record)
         self.pending_ids.add(message_id)
+        self.pending_bytes += size
         return True
 
     def apply_typing(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
@@ -180,39 +301,81 @@ class ConversationBatch:
         held = self.typing.get(user_id)
         return held is not None and bool(held[1]) and now < held[0] + cfg.typing_ttl_ms
 
-    def close(self, cfg: CoreSettings) -> dict[str, Any]:
-        """Close the pending batch at its deadline; return the Flush record.
-
-        Callers close only once their clock has reached :meth:`deadline`.
-        """
+    def due_flush(self, cfg: CoreSettings) -> dict[str, Any]:
+        """The Flush this batch gives when its :meth:`deadline` comes; changes nothing."""
         if not self.pending:
             raise ValueError(f"conversation {self.conversation_id}: no pending batch to close")
         inactive = self._activity_end(cfg) + cfg.inactivity_ms
         cap = self.first_at + cfg.max_batch_ms
         closed_at, cause = (inactive, "inactivity") if inactive <= cap else (cap, "max_batch")
-        messages = self.pending
+        return self._flush_record(closed_at, cause)
+
+    def _flush_record(self, closed_at: int, cause: str) -> dict[str, Any]:
+        messages = list(self.pending)
+        ids = [m["message_id"] for m in messages]
         opened_at = self.opened_at if self.opened_at is not None else self.first_at
-        flush = {
-            "flush_id": flush_id(self.conversation_id, [m["message_id"] for m in messages]),
+        return {
+            "flush_id": flush_id(self.conversation_id, ids),
             "conversation_id": self.conversation_id,
-            "message_ids": [m["message_id"] for m in messages],
+            "message_ids": ids,
             "messages": messages,
             "opened_at": min(opened_at, self.first_at),
             "closed_at": closed_at,
             "cause": cause,
         }
+
+    def commit_close(self, flush: Mapping[str, Any], cfg: CoreSettings) -> None:
+        """Forget the messages of ``flush`` (from :meth:`due_flush` or
+        :meth:`flush_before`) once it is written.
+
+        Messages that joined after the Flush was computed stay pending, timed as
+        arriving no earlier than this close (the rule for messages older than a close).
+        """
+        closed_at = int(flush["closed_at"])
+        ids = flush["message_ids"]
         recent = self.recent
-        recent.extend(_digest(m["message_id"]) for m in messages)
+        recent.extend(_digest(m) for m in ids)
         if len(recent) > RECENT_IDS:
             del recent[: len(recent) - RECENT_IDS]
-        self.pending = []
-        self.pending_ids = set()
-        self.last_close = closed_at
-        self.first_at = self.last_message_at = 0
+        if len(ids) == len(self.pending):  # the usual case: nothing joined meanwhile
+            remaining: list[dict[str, Any]] = []
+        else:
+            flushed = set(ids)
+            remaining = [m for m in self.pending if m["message_id"] not in flushed]
+        if closed_at > self.last_close:
+            self.last_close = closed_at
         ttl = cfg.typing_ttl_ms
         # Keep only typists still typing at the close; they hold the next batch open.
         self.typing = {u: h for u, h in self.typing.items() if h[1] and closed_at < h[0] + ttl}
-        self.opened_at = closed_at if self.typing else None
+        self._set_pending(remaining)
+        if remaining:
+            self.opened_at = closed_at if self.typing else self.first_at
+        else:
+            self.opened_at = closed_at if self.typing else None
+
+    def _set_pending(self, messages: list[dict[str, Any]]) -> None:
+        if not messages:
+            self.pending = []
+            self.pending_ids = set()
+            self.pending_bytes = self.first_at = self.last_message_at = 0
+            return
+        self.pending = messages
+        self.pending_ids = {m["message_id"] for m in messages}
+        self.pending_bytes = sum(message_bytes(m) for m in messages)
+        if messages:
+            times = [max(int(m["ts"]), self.last_close) for m in messages]
+            self.first_at, self.last_message_at = min(times), max(times)
+        else:
+            self.first_at = self.last_message_at = 0
+
+    def close(self, cfg: CoreSettings) -> dict[str, Any]:
+        """Close the pending batch at its deadline; return the Flush record.
+
+        Callers close only once their clock has reached :meth:`deadline`. (One step:
+        for callers with nothing to write first, such as ``replay``.)
+        """
+        flush = self.due_flush(cfg)
+        self.commit_close(flush, cfg)
         return flush
 
     # -- state ----------------------------------------------------------------------
@@ -243,6 +406,7 @@ class ConversationBatch:
         batch.last_close = int(data.get("lc", 0))
         batch.pending = [dict(m) for m in data.get("p", ())]
         batch.pending_ids = {m["message_id"] for m in batch.pending}
+        batch.pending_bytes = sum(message_bytes(m) for m in batch.pending)
         batch.first_at = int(data.get("fa", 0))
         batch.last_message_at = int(data.get("lm", 0))
         opened = data.get("o")

@@ -75,8 +75,15 @@ def fan_out(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One Candidate per participant; or, with no Conversation snapshot, one skip Decision.
 
-    ``names`` maps user ids to display names (``User.name``, DESIGN §8); the Candidate
-    carries the names of the batch's senders only, falling back to the user id.
+    ``names`` maps user_id to display name (from the users' records); a participant's
+    own ``name`` in the Conversation snapshot is the fallback, then the user id. A
+    Candidate carries
+    only what :func:`decide` and the Delivery need: the batch's messages and the names
+    of their senders, not the conversation's participant list, so its size does not
+    grow with the conversation (a 5,000-participant conversation gives 5,000 small
+    Candidates, not 5,000 copies of a 5,000-entry map). The candidates share one
+    ``messages`` list and one ``sender_names`` map.
+
     The UNKNOWN_CONVERSATION decision has no recipient (nobody is known); it is keyed
     by the conversation id downstream.
     """
@@ -85,20 +92,37 @@ def fan_out(
         skip = _decision(flush, None, None, Reason.UNKNOWN_CONVERSATION, None, now, detail)
         return [], [skip]
     participants: Sequence[Mapping[str, Any]] = conversation.get("participants") or ()
-    senders = {m["sender_id"] for m in flush["messages"] if m.get("sender_id")}
-    sender_names = {uid: names.get(uid) or uid for uid in senders}
+    messages = flush["messages"]
+    senders = {m["sender_id"] for m in messages if m.get("sender_id") is not None}
+    sender_names: dict[str, str] = {}
+    for sender in senders:
+        name = names.get(sender)
+        if name:
+            sender_names[sender] = name
+    if len(sender_names) < len(senders):
+        for p in participants:
+            uid = p["user_id"]
+            if uid in senders and uid not in sender_names and p.get("name"):
+                sender_names[uid] = p["name"]
+        for sender in senders:  # nobody named them: the id is the name
+            sender_names.setdefault(sender, sender)
+    fid = flush["flush_id"]
+    cid = flush["conversation_id"]
+    subject = conversation.get("subject")
+    opened_at = flush["opened_at"]
+    closed_at = flush["closed_at"]
     candidates = [
         {
-            "flush_id": flush["flush_id"],
-            "conversation_id": flush["conversation_id"],
+            "flush_id": fid,
+            "conversation_id": cid,
             "recipient_id": p["user_id"],
             "access": p.get("access", "ReadWrite"),
             "notify": p.get("notify", "All"),
-            "subject": conversation.get("subject"),
-            "messages": flush["messages"],
+            "subject": subject,
+            "messages": messages,
             "sender_names": sender_names,
-            "opened_at": flush["opened_at"],
-            "closed_at": flush["closed_at"],
+            "opened_at": opened_at,
+            "closed_at": closed_at,
         }
         for p in participants
     ]

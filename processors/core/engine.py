@@ -37,7 +37,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from processors.core.batching import ConversationBatch
+from processors.core.batching import ConversationBatch, MessageTooLarge
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
 from processors.core.settings import CoreSettings, config_record_wins
@@ -98,6 +98,11 @@ class Engine:
         self._names = _UserNames(self.users)  # display names for fan_out, no copy
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
+        # Outputs a handler itself produced (a batch closed by size before a message).
+        self._produced: list[Output] = []
+        # (conversation_id, message_id, reason) of messages no batch could hold; the live
+        # worker dead-letters them.
+        self.refused: list[tuple[str, str, str]] = []
         self._handlers = {
             MESSAGES: self._on_message,
             TYPING: self._on_typing,
@@ -110,15 +115,23 @@ class Engine:
 
     # -- input ----------------------------------------------------------------------
 
-    def feed(self, topic: str, key: str | None, value: Mapping[str, Any]) -> Sequence[Output]:
+    def feed(
+        self, topic: str, key: str | None, value: Mapping[str, Any] | None
+    ) -> Sequence[Output]:
         """Apply one input record; return what it (and the time it brings) produced.
 
         Values are validated records (the codec fills every field), so ``ts`` is an int.
+        A None value is a tombstone: it deletes the user or conversation named by
+        ``key`` (later decisions say UNKNOWN_USER / UNKNOWN_CONVERSATION); it carries
+        no time.
         """
         try:
             handler = self._handlers[topic]
         except KeyError:
             raise EngineError(f"not an input topic: {topic!r}") from None
+        if value is None:
+            self._delete(topic, key)
+            return NO_OUTPUT
         ts = value["ts"]
         if ts > self.clock:
             self.clock = ts
@@ -131,12 +144,20 @@ class Engine:
             out: list[Output] = []
             self._fire_due(ts, out)
             handler(value)
+            if self._produced:
+                out += self._take_produced()
             return out
         handler(value)
+        if self._produced:
+            return self._take_produced()
         return NO_OUTPUT
 
+    def _take_produced(self) -> list[Output]:
+        out, self._produced = self._produced, []
+        return out
+
     def feed_all(
-        self, records: Iterable[tuple[str, str | None, Mapping[str, Any]]]
+        self, records: Iterable[tuple[str, str | None, Mapping[str, Any] | None]]
     ) -> Iterator[Output]:
         for topic, key, value in records:
             yield from self.feed(topic, key, value)
@@ -150,11 +171,32 @@ class Engine:
 
     # -- handlers -------------------------------------------------------------------
 
+    def _delete(self, topic: str, key: str | None) -> None:
+        """A tombstone: the user, conversation or role is gone; settings return to defaults."""
+        held = {USERS: self.users, CONVERSATIONS: self.conversations, ROLES: self.roles}.get(topic)
+        if held is None and topic != SETTINGS:
+            raise EngineError(f"a tombstone (null value) on {topic} deletes nothing")
+        if key is None:
+            raise EngineError(f"a tombstone on {topic} without a key: nothing to delete")
+        if held is not None:
+            held.pop(key, None)
+        elif self.app_settings:
+            self.app_settings = {}
+            self._apply_cfg(CoreSettings.from_app_settings(None, self.overrides))
+
     def _on_message(self, value: Mapping[str, Any]) -> None:
         conversation_id = value["conversation_id"]
         batch = self.batches.get(conversation_id)
         if batch is None:
             batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+        try:
+            full = batch.flush_before(value, self.cfg)
+        except MessageTooLarge as exc:
+            self.refused.append((conversation_id, value["message_id"], str(exc)))
+            return
+        if full is not None:
+            batch.commit_close(full, self.cfg)
+            self._emit(full, self._produced)
         if batch.add_message(value, self.cfg):
             self._schedule(conversation_id, batch)
 
@@ -199,7 +241,10 @@ class Engine:
         if not config_record_wins(held, (int(value.get("ts") or 0), 0, 0)):
             return
         self.app_settings = dict(value)
-        self.cfg = CoreSettings.from_app_settings(value, self.overrides)
+        self._apply_cfg(CoreSettings.from_app_settings(value, self.overrides))
+
+    def _apply_cfg(self, cfg: CoreSettings) -> None:
+        self.cfg = cfg
         # Every open batch's deadline depends on the settings: reschedule them all.
         self._heap = []
         self._scheduled = {}
@@ -242,7 +287,10 @@ class Engine:
                 self._close(batch, out)
 
     def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
-        flush = batch.close(self.cfg)
+        self._emit(batch.close(self.cfg), out)
+
+    def _emit(self, flush: dict[str, Any], out: list[Output]) -> None:
+        """The Flush, and the decisions and deliveries of its recipients."""
         now = flush["closed_at"]
         out.append((FLUSHES, flush["conversation_id"], flush))
         candidates, skips = fan_out(

@@ -102,6 +102,12 @@ class AdmissionError(ValueError):
 
 SCHEDULER_TICK_S = 0.02  # the scheduler checks deadlines this often (bounds lateness)
 CATCH_UP_MAX_MS = 10_000  # at most this long after an assignment before closing anyway
+# An input record larger than this is not decoded: it is dead-lettered by reference
+# (topic, partition, offset, size), the same bound as a dead letter's copied value.
+MAX_RECORD_BYTES = codec.DEAD_LETTER_MAX_VALUE_BYTES
+# A fan-out hands this many Candidates to the producer between event-loop turns, so a
+# huge conversation does not hold back other conversations' deadlines.
+FAN_OUT_YIELD_EVERY = 100
 
 Clock = Callable[[], int]
 EventT = _EventT[Any]
@@ -179,6 +185,12 @@ class Pipeline:
         self.heaps: dict[int, list[tuple[int, str]]] = {}
         self.scheduled: dict[str, int] = {}
         self.closed_unpersisted: set[str] = set()
+        # conversation_id -> resolved once the Flush being written for it is acked (or
+        # failed): a second close of the same batch waits for the first.
+        self.closing: dict[str, asyncio.Future[None]] = {}
+        # conversation_id -> the fan-out of its last Flush, while it runs.
+        self.fan_outs: dict[str, asyncio.Task[None]] = {}
+        self.flush_writes: set[asyncio.Task[None]] = set()  # Flushes awaiting their ack
         self.presence: dict[str, UserPresence] = {}
         self.presence_partition: dict[str, int] = {}
         self.presence_persisted_ts: dict[str, int] = {}
@@ -205,6 +217,11 @@ class Pipeline:
             prefix + t.TYPING: self._on_typing,
             prefix + t.CONVERSATIONS: self._on_conversation,
             prefix + t.FLUSHES: self._on_flush,
+        }
+        # Tombstones (null values) by topic: the key's record is deleted.
+        self._tombstone_handlers: dict[str, Callable[[str], None]] = {
+            prefix + t.CONVERSATIONS: self._delete_conversation,
+            prefix + t.USERS: self._delete_user,
         }
         self._user_handlers: dict[str, Callable[[EventT, dict[str, Any]], Any]] = {
             prefix + t.PRESENCE: self._on_presence,
@@ -275,6 +292,9 @@ class Pipeline:
             self.events_seen += 1
             positions[message.tp] = message.offset
             data = message.value
+            if data is None or len(data) > MAX_RECORD_BYTES:
+                await self._tombstone_or_oversized(event)
+                continue
             try:
                 value = codec.decode(records[topic] or "", data)
             except Exception as exc:  # noqa: BLE001 - every decode failure is dead-lettered
@@ -326,10 +346,41 @@ class Pipeline:
             message.topic, key.encode(), message.value, None, message.timestamp, message.headers
         )
 
+    async def _tombstone_or_oversized(self, event: EventT) -> None:
+        """A record with no value (a delete) or too large to decode."""
+        message = event.message
+        data = message.value
+        if data is not None:
+            error = RecordTooLarge(
+                f"record of {len(data)} bytes; at most {MAX_RECORD_BYTES} are read "
+                "(dead-lettered by reference: topic, partition, offset, size)"
+            )
+            await self._dead_letter(event, error, "decode")
+            return
+        delete = self._tombstone_handlers.get(message.topic)
+        if delete is None:
+            name = self.records[message.topic] or "record"
+            await self._dead_letter(
+                event, codec.DecodeError(f"no value (null or tombstone) for {name}"), "decode"
+            )
+            return
+        key = message.key
+        try:
+            if key is None:
+                raise ValueError("tombstone without a key: nothing to delete")
+            text = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await self._dead_letter(event, exc, "decode")
+            return
+        try:
+            delete(text)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
+            await self._dead_letter(event, exc, "process")
+
     async def _dead_letter(self, event: EventT, exc: BaseException, stage: str) -> None:
         message = event.message
         source = message.topic[len(self.prefix) :]
-        value = message.value if isinstance(message.value, bytes) else b""
+        value = message.value if isinstance(message.value, bytes) else None
         key = message.key if isinstance(message.key, bytes) else None
         error = str(exc) or type(exc).__name__
         record = codec.dead_letter(
@@ -422,7 +473,30 @@ class Pipeline:
     async def _on_message(self, event: EventT, value: dict[str, Any]) -> None:
         self.input_events += 1
         partition = event.message.partition
-        batch = self._batch(partition, value["conversation_id"])
+        cid = value["conversation_id"]
+        batch = self._batch(partition, cid)
+        while (closing := self.closing.get(cid)) is not None:
+            await closing  # the scheduler is writing this batch's Flush
+        # A message that would overflow the batch closes it first (cause max_size); a
+        # message no batch can hold raises MessageTooLarge and is dead-lettered.
+        full = batch.flush_before(value, self.cfg)
+        if full is not None:
+            closing = self.closing[cid] = asyncio.get_running_loop().create_future()
+            try:
+                await self._write_flush(partition, full)
+            except Exception as exc:
+                # The batch stays as it was; the message goes to the dead-letter topic
+                # (with its bytes) rather than into a batch too large to write.
+                raise FlushNotWritten(
+                    f"the Flush closing the full batch was not written ({type(exc).__name__})"
+                ) from None
+            finally:
+                del self.closing[cid]
+                closing.set_result(None)
+            batch.commit_close(full, self.cfg)
+            FLUSHES.labels(full["cause"]).inc()
+            await self._fan_out(full)
+            self.closed_unpersisted.add(cid)  # persisted just below with the message
         if batch.add_message(value, self.cfg):
             await self._persist_batch(partition, batch)
             self._schedule(partition, batch)
@@ -446,6 +520,15 @@ class Pipeline:
         if batch.pending:
             self._schedule(partition, batch)
 
+    def _delete_conversation(self, cid: str) -> None:
+        """A tombstone on chat.conversations: forget the snapshot (table and changelog).
+
+        Later flushes of the conversation decide UNKNOWN_CONVERSATION.
+        """
+        if cid in self.conversations_table:
+            del self.conversations_table[cid]  # Faust writes the changelog tombstone
+            self.table_writes += 1
+
     def _on_conversation(self, event: EventT, value: dict[str, Any]) -> None:
         cid = value["conversation_id"]
         held = self.conversations_table.get(cid)
@@ -463,6 +546,11 @@ class Pipeline:
         cid = flush["conversation_id"]
         batch = self._batch(partition, cid)
         if cid in self.closed_unpersisted:
+            running = self.fan_outs.get(cid)
+            if running is not None:
+                # Persist the close only once its Candidates are handed over, so a
+                # crash in between repeats the fan-out instead of losing it.
+                await asyncio.wait([running])
             await self._persist_batch(partition, batch)
         elif (
             batch.pending
@@ -472,13 +560,18 @@ class Pipeline:
             # Recovered state from before a crash that happened between producing this
             # Flush and persisting the close: close the same way (deterministic) without
             # producing the Flush again, and fan out (the crashed worker may not have).
-            batch.close(self.cfg)
+            batch.commit_close(flush, self.cfg)
             self.scheduled.pop(cid, None)
             await self._persist_batch(partition, batch)
             await self._fan_out(flush)
 
     async def _fan_out(self, flush: dict[str, Any]) -> None:
-        """One Candidate per participant to notify.candidates, keyed by recipient."""
+        """One Candidate per participant to notify.candidates, keyed by recipient.
+
+        Yields to the event loop every ``FAN_OUT_YIELD_EVERY`` Candidates (the
+        producer's send only queues a record, so without a yield a 5,000-participant
+        fan-out would hold the loop, and every other deadline, until it is done).
+        """
         cid = flush["conversation_id"]
         await self.config.caught_up.wait()  # display names
         candidates, skips = fan_out(
@@ -486,8 +579,41 @@ class Pipeline:
         )
         for decision in skips:
             await self._emit_decision(cid, decision)
-        for candidate in candidates:
+        for i, candidate in enumerate(candidates, start=1):
             await self._produce(t.CANDIDATES, candidate["recipient_id"], candidate)
+            if i % FAN_OUT_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def _start_fan_out(self, flush: dict[str, Any]) -> None:
+        """Fan out in the background so the scheduler goes on closing other batches."""
+        cid = flush["conversation_id"]
+        before = self.fan_outs.get(cid)
+
+        async def run() -> None:
+            if before is not None:
+                await asyncio.wait([before])  # one conversation's flushes fan out in order
+            try:
+                await self._fan_out(flush)
+            except Exception:
+                log.exception("fan-out of a flush of conversation %r", cid)
+
+        task = asyncio.ensure_future(run())
+        self.fan_outs[cid] = task
+
+        def done(_: Any) -> None:
+            if self.fan_outs.get(cid) is task:
+                del self.fan_outs[cid]
+
+        task.add_done_callback(done)
+
+    async def _write_flush(self, partition: int, flush: dict[str, Any]) -> None:
+        """Produce ``flush`` on its conversation's partition and wait for the broker's ack."""
+        data = codec.encode("Flush", flush)
+        key = flush["conversation_id"].encode()
+        sent = await self.app.producer.send(
+            self.prefix + t.FLUSHES, key, data, partition, None, None
+        )
+        await sent
 
     # == scheduler ==========================================================================
 
@@ -504,6 +630,13 @@ class Pipeline:
             await asyncio.sleep(SCHEDULER_TICK_S)
 
     async def _close_due(self, now: int) -> None:
+        """Write the Flush of every due batch, then close the batches whose Flush is acked.
+
+        A batch is marked closed only after the broker acknowledged its Flush; if the
+        write fails, the batch stays open as it was and is retried on the next tick.
+        """
+        due: list[tuple[int, ConversationBatch, dict[str, Any]]] = []
+        later: list[tuple[int, int, str]] = []
         for partition in list(self.active_conversation_partitions):
             if partition in self.catching_up and not self._caught_up(partition, now):
                 continue
@@ -517,21 +650,70 @@ class Pipeline:
                 if batch is None or actual is None:
                     del self.scheduled[cid]
                     continue
-                if actual > now:  # moved later since it was scheduled
-                    self.scheduled[cid] = actual
-                    heapq.heappush(heap, (actual, cid))
+                if actual > now or cid in self.closing:  # moved later, or being closed
+                    later.append((partition, actual, cid))
                     continue
-                del self.scheduled[cid]
-                flush = batch.close(self.cfg)
-                self.closed_unpersisted.add(cid)
-                lateness = now - int(flush["closed_at"])
-                self.lateness_ms.append(lateness)
-                FLUSH_LATENESS.observe(max(lateness, 0) / 1000)
-                FLUSHES.labels(flush["cause"]).inc()
-                await self._produce(t.FLUSHES, cid, flush, partition)
-                await self._fan_out(flush)
-                if partition not in self.active_conversation_partitions:
-                    break  # revoked while we awaited the send
+                due.append((partition, batch, batch.due_flush(self.cfg)))
+        for partition, deadline, cid in later:
+            self.scheduled[cid] = deadline
+            heapq.heappush(self.heaps.setdefault(partition, []), (deadline, cid))
+        if not due:
+            return
+        loop = asyncio.get_running_loop()
+        for _, _, flush in due:
+            self.closing[flush["conversation_id"]] = loop.create_future()
+        # Acks wait behind whatever the producer is sending (a big fan-out's Candidates):
+        # awaited in a task, so the next tick's deadlines are not held up by them.
+        task = asyncio.ensure_future(self._write_and_commit(due))
+        self.flush_writes.add(task)
+        task.add_done_callback(self.flush_writes.discard)
+
+    async def _write_and_commit(
+        self, due: list[tuple[int, ConversationBatch, dict[str, Any]]]
+    ) -> None:
+        try:
+            results = await asyncio.gather(
+                *(self._write_flush(partition, flush) for partition, _, flush in due),
+                return_exceptions=True,
+            )
+            self._commit_closes(due, results)
+        except Exception:  # pragma: no cover - the batches stay open and are retried
+            log.exception("committing closed batches")
+        finally:
+            for _, _, flush in due:
+                closing = self.closing.pop(flush["conversation_id"], None)
+                if closing is not None and not closing.done():
+                    closing.set_result(None)
+
+    def _commit_closes(
+        self, due: list[tuple[int, ConversationBatch, dict[str, Any]]], results: list[Any]
+    ) -> None:
+        written = self.clock()
+        for (partition, batch, flush), result in zip(due, results, strict=True):
+            cid = flush["conversation_id"]
+            if self.batches.get(partition, {}).get(cid) is not batch:
+                continue  # revoked while we awaited; the new owner reads the Flush back
+            if isinstance(result, BaseException):
+                log.warning(
+                    "Flush of conversation %r not written (%s); the batch stays open, "
+                    "retried on the next tick",
+                    cid,
+                    type(result).__name__,
+                )
+                retry_at = batch.deadline(self.cfg)
+                if retry_at is not None:
+                    self.scheduled[cid] = retry_at
+                    heapq.heappush(self.heaps.setdefault(partition, []), (retry_at, cid))
+                continue
+            self.scheduled.pop(cid, None)
+            batch.commit_close(flush, self.cfg)
+            self.closed_unpersisted.add(cid)
+            self._schedule(partition, batch)  # messages that joined meanwhile
+            lateness = written - int(flush["closed_at"])
+            self.lateness_ms.append(lateness)
+            FLUSH_LATENESS.observe(max(lateness, 0) / 1000)
+            FLUSHES.labels(flush["cause"]).inc()
+            self._start_fan_out(flush)
 
     def _caught_up(self, partition: int, now: int) -> bool:
         if now < self.catching_up[partition]:
@@ -667,6 +849,15 @@ class Pipeline:
             )
             self.presence_persisted_ts[uid] = ts
 
+    def _delete_user(self, uid: str) -> None:
+        """A tombstone on chat.users: forget the user (table and changelog).
+
+        Later decisions for them say UNKNOWN_USER; their addresses are gone.
+        """
+        if uid in self.users_table:
+            del self.users_table[uid]  # Faust writes the changelog tombstone
+            self.table_writes += 1
+
     def _on_user(self, event: EventT, value: dict[str, Any]) -> None:
         uid = value["user_id"]
         held = self.users_table.get(uid)
@@ -727,6 +918,14 @@ class Pipeline:
         self.dead_letters[source] += 1
         DEAD_LETTERS.labels(source, stage).inc()
         await self._produce(t.DEAD_LETTER, key, record)
+
+
+class RecordTooLarge(ValueError):
+    """An input record over MAX_RECORD_BYTES (dead-lettered by reference)."""
+
+
+class FlushNotWritten(RuntimeError):
+    """The Flush that had to close a full batch first could not be written."""
 
 
 def _page_function(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:

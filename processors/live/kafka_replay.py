@@ -29,7 +29,7 @@ from processors.live.broker import bootstrap_servers
 from processors.settings import Settings
 
 Position = int | datetime | None
-Record = tuple[str, str | None, dict[str, Any]]
+Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
 
 
 class TopicRecord(NamedTuple):
@@ -37,13 +37,15 @@ class TopicRecord(NamedTuple):
 
     topic: str
     key: str | None
-    value: dict[str, Any]
+    value: dict[str, Any] | None  # None: a tombstone
     partition: int
     offset: int
     timestamp: int | None  # the Kafka record timestamp, epoch ms
 
 
 FETCH_TIMEOUT_MS = 500
+# Compacted topics where a null value deletes (the engine applies it).
+DELETABLE = (t.USERS, t.CONVERSATIONS, t.ROLES, t.SETTINGS)
 STALL_LIMIT = 20  # empty fetches in a row before a partition is declared exhausted
 
 
@@ -111,8 +113,11 @@ def read_topic_records(
     order = {name: i for i, name in enumerate(names)}
 
     def keyed(records: list[TopicRecord]) -> Iterator[tuple[int, int, int, TopicRecord]]:
+        ts = 0  # a tombstone has no time: it keeps its place after the record before it
         for seq, record in enumerate(records):
-            yield int(record.value.get("ts") or 0), order[record.topic], seq, record
+            if record.value is not None:
+                ts = int(record.value.get("ts") or 0)
+            yield ts, order[record.topic], seq, record
 
     for _, _, _, record in heapq.merge(*(keyed(r) for r in per_partition)):
         yield record
@@ -187,6 +192,11 @@ async def _fetch(
                         pending.discard(tp)
                         break
                     done += 1
+                    if r.value is None and r.key is not None and name in DELETABLE:
+                        key = r.key.decode("utf-8", "replace")
+                        stamp = r.timestamp if r.timestamp is not None and r.timestamp > 0 else None
+                        out[tp].append(TopicRecord(name, key, None, tp.partition, r.offset, stamp))
+                        continue  # a tombstone: deletes the user or conversation
                     try:
                         value = codec.decode(record_name, r.value or b"")
                     except codec.DecodeError as exc:

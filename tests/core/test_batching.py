@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from processors.core.batching import RECENT_IDS, ConversationBatch
+from processors import codec
+from processors.core.batching import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    MAX_TEXT_CHARS,
+    RECENT_IDS,
+    TRUNCATION_MARK,
+    ConversationBatch,
+    MessageTooLarge,
+    message_bytes,
+)
 from processors.core.engine import Engine
 from processors.core.ids import flush_id
 from processors.core.settings import CoreSettings
@@ -236,3 +246,62 @@ def test_state_round_trips_through_dict_and_stays_small() -> None:
 def test_close_without_pending_is_an_error() -> None:
     with pytest.raises(ValueError, match="no pending batch"):
         ConversationBatch("c1").close(CFG)
+
+
+# -- size bound (issue 8 item 1) ------------------------------------------------------
+
+
+def test_message_count_bound_closes_with_max_size_first() -> None:
+    events = [(M, msg(f"m{i}", i * 10)) for i in range(MAX_BATCH_MESSAGES + 1)]
+    got = flushes(events)
+    last = MAX_BATCH_MESSAGES * 10
+    assert [(len(ids), closed, cause) for ids, closed, cause, _ in got] == [
+        (MAX_BATCH_MESSAGES, last, "max_size"),
+        (1, last + 10 * S, "inactivity"),
+    ]
+    assert got[1][0] == [f"m{MAX_BATCH_MESSAGES}"] and got[1][3] == last
+
+
+def test_payload_bound_keeps_every_message_once_and_each_flush_small() -> None:
+    body = "x" * 1000
+    events = [(M, msg(f"m{i}", i, text=body)) for i in range(1500)]
+    engine = Engine()
+    out = [o for topic, value in events for o in engine.feed(topic, None, value)]
+    out += engine.finish()
+    got = [v for t, _, v in out if t == "notify.flushes"]
+    assert [m for f in got for m in f["message_ids"]] == [f"m{i}" for i in range(1500)]
+    assert [f["cause"] for f in got] == ["max_size"] * (len(got) - 1) + ["inactivity"]
+    for f in got:
+        assert sum(message_bytes(m) for m in f["messages"]) <= MAX_BATCH_BYTES
+        assert len(codec.encode("Flush", f)) < 600 * 1024
+
+
+def test_long_text_is_truncated_visibly_when_it_joins() -> None:
+    batch = ConversationBatch("c1")
+    long = "é" * (MAX_TEXT_CHARS * 3)
+    assert batch.add_message(msg("m1", 0, text=long), CFG)
+    text = batch.pending[0]["text"]
+    assert len(text) == MAX_TEXT_CHARS and text.endswith(TRUNCATION_MARK)
+    assert text.startswith("é" * 100)
+
+
+def test_message_no_batch_can_hold_is_refused() -> None:
+    huge = msg("m1", 0, mentions=[f"user-{i:06d}" for i in range(20_000)])
+    with pytest.raises(MessageTooLarge, match="at most 65536 bytes"):
+        ConversationBatch("c1").flush_before(huge, CFG)
+    engine = Engine()
+    assert list(engine.feed(M, None, huge)) == [] and engine.finish() == []
+    assert [(c, m) for c, m, _ in engine.refused] == [("c1", "m1")]
+
+
+def test_commit_close_keeps_messages_that_joined_after_the_flush_was_computed() -> None:
+    """What a live worker does: compute the Flush, write it, then commit."""
+    batch = ConversationBatch("c1")
+    batch.add_message(msg("m1", 0), CFG)
+    flush = batch.due_flush(CFG)
+    assert batch.pending_ids == {"m1"}  # computing changed nothing
+    batch.add_message(msg("m2", 12 * S), CFG)  # arrives while the Flush is being written
+    batch.commit_close(flush, CFG)
+    assert flush["message_ids"] == ["m1"] and batch.pending_ids == {"m2"}
+    assert batch.deadline(CFG) == 22 * S
+    assert batch.add_message(msg("m1", 1), CFG) is False  # flushed ids stay de-duplicated

@@ -64,6 +64,17 @@ def test_sender_names_come_from_user_names_falling_back_to_the_id() -> None:
     assert candidates[0]["sender_names"] == {"bob": "Robert", "zed": "zed"}
 
 
+def test_candidates_name_only_the_senders_of_the_batch() -> None:
+    """A huge conversation's Candidates do not carry every participant's name."""
+    others = [participant(f"u{i}") for i in range(5_000)]
+    conv = conversation("c1", participant("alice"), participant("bob"), *others)
+    candidates, _ = fan_out(FLUSH, conv, 11_000, {"alice": "Alice Liddell", "u7": "Seven"})
+    assert len(candidates) == 5_002
+    # names from the users' records win; the participant's own name is the fallback
+    assert candidates[0]["sender_names"] == {"alice": "Alice Liddell", "bob": "Bob"}
+    assert all(c["sender_names"] is candidates[0]["sender_names"] for c in candidates)
+
+
 SKIPS = {
     "own messages only": ("alice", {}, dict(), None, Presence.OFFLINE, Reason.OWN_MESSAGES),
     "participant muted": (
