@@ -309,7 +309,8 @@ class ConfigReader:
         position_args = (record.partition, record.offset)
         if record.value is None:
             if key is None:
-                await self._refuse(name, record, "tombstone without a key", "process")
+                if name != t.USERS:  # the user agent dead-letters its own records
+                    await self._refuse(name, record, "tombstone without a key", "process")
                 return
             ts = int(record.timestamp or 0)
             if self.state.delete(name, key, (ts, *position_args)):
