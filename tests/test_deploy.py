@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -445,3 +446,26 @@ def test_settings_check_refuses_a_misspelt_name() -> None:
     assert is_setting("KAFKA_BROKER_URL")
     assert not is_setting("SMS__TWILIO_TOKEN")
     assert not is_setting("KAFKA_BROKER")
+
+
+# ---------------------------------------------------------------- docs/operations.md
+
+METRIC_DEFINITION = re.compile(
+    r"\b(?:PromCounter|Counter|Histogram|Gauge|Summary)\(\s*\"(chat_notifier_\w+)\""
+)
+
+
+def metrics_defined() -> set[str]:
+    return {
+        m.group(1)
+        for path in (ROOT / "processors").rglob("*.py")
+        for m in METRIC_DEFINITION.finditer(path.read_text())
+    }
+
+
+def test_operations_page_explains_every_metric() -> None:
+    names = metrics_defined()
+    assert "chat_notifier_flushes_total" in names  # the scan finds definitions at all
+    page = (ROOT / "docs" / "operations.md").read_text()
+    missing = sorted(n for n in names if f"`{n}`" not in page)
+    assert not missing, f"add to docs/operations.md (meaning and an alert): {missing}"
