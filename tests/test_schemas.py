@@ -129,6 +129,16 @@ FIELDS: dict[str, list[str]] = {
         "ts",
     ],
     "DeadLetter": ["source_topic", "partition", "offset", "key", "value", "error", "stage", "ts"],
+    "InboundAudit": [
+        "mail_id",
+        "reason",
+        "conversation_id",
+        "user_id",
+        "message_id",
+        "detail",
+        "size",
+        "ts",
+    ],
 }
 
 NULLABLE: dict[str, set[str]] = {
@@ -142,6 +152,7 @@ NULLABLE: dict[str, set[str]] = {
     "Delivery": {"recipient_name", "email", "phone", "subject"},
     "Outcome": {"address", "provider_id", "detail"},
     "DeadLetter": {"partition", "offset", "key"},
+    "InboundAudit": {"conversation_id", "user_id", "message_id", "detail"},
 }
 
 # Fields that hold times (epoch milliseconds) and so must be Avro longs.

@@ -194,3 +194,12 @@ def test_from_compare_ignores_case_and_display_name() -> None:
 def test_garbage_never_raises() -> None:
     for raw in (b"", b"\r\n\r\n", b"From:\r\n\r\n", b"From: <>\r\n\r\nx", bytes(range(256)) * 4):
         assert decide_reply(raw, context()).reason == "MALFORMED"
+
+
+def test_audit_reasons_are_the_codecs_and_every_audit_encodes() -> None:
+    from processors import codec
+
+    assert codec.ALLOWED_VALUES[("InboundAudit", "reason")] == REASONS
+    for _name, raw, ctx, _reason in BAD:
+        audit = decide_reply(raw, context(**ctx)).audit(NOW_MS)
+        assert codec.decode("InboundAudit", codec.encode("InboundAudit", audit)) == audit
