@@ -122,3 +122,27 @@ def start_reply_agent(start: Callable[..., Proc], env: dict[str, Any]) -> Proc:
     p = start(args, base_env(env["bootstrap"], env["prefix"], env["tmp"]), env["tmp"] / "reply.log")
     p.wait_for("snapshots read")
     return p
+
+
+def consume_raw(
+    bootstrap: str, prefix: str, topic: str, *, count: int, timeout: float = 20.0
+) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` of a raw topic, read from the start until ``count`` or the timeout."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        consumer = AIOKafkaConsumer(
+            prefix + topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        out: list[tuple[bytes, bytes]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and len(out) < count:
+                for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                    out.extend((m.key, m.value) for m in msgs)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(go())
