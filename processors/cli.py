@@ -19,6 +19,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("processors.live.worker", "run the conversation and decision agents"),
     "senders": ("processors.senders.worker", "run channel sender agents"),
     "demo": ("processors.live.demo", "publish demo chat traffic"),
+    "reply": ("processors.reply.agent", "run the reply agent (email.inbound -> chat.messages)"),
+    "inbound-smtp": ("processors.reply.inbound", "SMTP listener for replies (-> email.inbound)"),
+    "inbound-http": (
+        "processors.reply.inbound",
+        "HTTP endpoint for raw reply mail (-> email.inbound)",
+    ),
+    "inbound-ses": ("processors.reply.inbound", "SES receipt notices from SQS (-> email.inbound)"),
     "run": ("processors.live.embedded", "embedded default: broker, worker, senders, demo"),
 }
 

@@ -99,6 +99,7 @@ RECORDS: Final[tuple[str, ...]] = (
     "Delivery",
     "Outcome",
     "DeadLetter",
+    "InboundAudit",
 )
 
 _ACCESS = ("ReadWrite", "Read")
@@ -135,6 +136,25 @@ ALLOWED_VALUES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     ("Outcome", "channel"): _CHANNELS,
     ("Outcome", "status"): ("sent", "failed", "invalid_address"),
     ("DeadLetter", "stage"): ("decode", "admit", "process", "deliver"),
+    # processors/reply/parse.py REASONS (tests/reply check they agree)
+    ("InboundAudit", "reason"): (
+        "ACCEPTED",
+        "TOO_LARGE",
+        "MALFORMED",
+        "DUPLICATE",
+        "OWN_MAIL",
+        "BOUNCE",
+        "AUTO_REPLY",
+        "NO_TOKEN",
+        "FORGED_TOKEN",
+        "EXPIRED_TOKEN",
+        "FROM_MISMATCH",
+        "UNKNOWN_CONVERSATION",
+        "WRONG_CONVERSATION",
+        "NOT_PARTICIPANT",
+        "READ_ONLY",
+        "NO_TEXT",
+    ),
 }
 
 _SINGLE_OBJECT_MARKER: Final = b"\xc3\x01"

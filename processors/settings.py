@@ -74,6 +74,24 @@ class ReplySettings(BaseModel):
     token_ttl_days: int = 30
 
 
+class InboundSettings(BaseModel):
+    """Reply by email, the inbound side (DESIGN §7; processors/reply)."""
+
+    reply_domain: str = "reply.chat.example"  # RCPT accepted only here; tokens only here
+    max_mail_bytes: int = 1_000_000  # one email.inbound record; Kafka's default limit is 1 MiB
+    rate_per_minute: int = 10  # mails per sender address per minute (SMTP adapter)
+    http_secret: SecretStr | None = None  # X-Inbound-Secret; unset: HTTP adapter refuses all
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    http_host: str = "127.0.0.1"
+    http_port: int = 8025
+    ses_queue_url: str | None = None  # SQS queue the SES receipt rule notifies
+    ses_region: str = "us-east-1"
+    ses_endpoint_url: str | None = None  # only for local stand-ins
+    ses_access_key_id: str | None = None  # unset: boto3's default credential chain
+    ses_secret_access_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -102,6 +120,7 @@ class Settings(BaseSettings):
     push: PushSettings = Field(default_factory=PushSettings)
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     reply: ReplySettings = Field(default_factory=ReplySettings)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -34,6 +34,7 @@ BROWSER = "notify.browser"
 OUTCOMES = "notify.outcomes"
 DEAD_LETTER = "notify.dead-letter"
 EMAIL_INBOUND = "email.inbound"
+INBOUND_AUDIT = "email.inbound-audit"
 
 CHANNELS: tuple[str, ...] = ("email", "sms", "push", "browser")
 CHANNEL_TOPICS: dict[str, str] = {"email": EMAIL, "sms": SMS, "push": PUSH, "browser": BROWSER}
@@ -58,6 +59,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(OUTCOMES, "Outcome", "delivery_id", "channel"),
         TopicSpec(DEAD_LETTER, "DeadLetter", "original key", "single"),
         TopicSpec(EMAIL_INBOUND, None, "message-id", "single"),
+        TopicSpec(INBOUND_AUDIT, "InboundAudit", "mail_id", "single"),
     )
 }
 

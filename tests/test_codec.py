@@ -210,6 +210,16 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "size": 18,
         "by_reference": False,
     },
+    "InboundAudit": {
+        "mail_id": "CAF1-reply-1@mail.example.org",
+        "reason": "ACCEPTED",
+        "conversation_id": "c-42",
+        "user_id": "u-7",
+        "message_id": "email-0123456789abcdef0123456789abcdef",
+        "detail": None,
+        "size": 2048,
+        "ts": 1_717_171_812_000,
+    },
 }
 
 

@@ -140,6 +140,16 @@ FIELDS: dict[str, list[str]] = {
         "size",
         "by_reference",
     ],
+    "InboundAudit": [
+        "mail_id",
+        "reason",
+        "conversation_id",
+        "user_id",
+        "message_id",
+        "detail",
+        "size",
+        "ts",
+    ],
 }
 
 NULLABLE: dict[str, set[str]] = {
@@ -153,6 +163,7 @@ NULLABLE: dict[str, set[str]] = {
     "Delivery": {"recipient_name", "email", "phone", "subject"},
     "Outcome": {"address", "provider_id", "detail"},
     "DeadLetter": {"partition", "offset", "key", "size"},
+    "InboundAudit": {"conversation_id", "user_id", "message_id", "detail"},
 }
 
 # Fields that hold times (epoch milliseconds) and so must be Avro longs.
