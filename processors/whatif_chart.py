@@ -50,7 +50,9 @@ def write_chart(comparison: Mapping[str, Any], path: Path) -> None:
             f"Notifications per hour: baseline {total['baseline']:,} vs candidate "
             f"{total['candidate']:,}"
         )
-        ax.legend()
+        top = max([h["baseline"] for h in hours] + [h["candidate"] for h in hours] + [1])
+        ax.set_ylim(0, top * 1.25)  # headroom: the legend never hides a bar
+        ax.legend(loc="upper right", ncols=2)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png")
