@@ -152,7 +152,7 @@ class _Runs:
                 if self.recorded and any(t == FLUSHES for t, _, _ in out):
                     self._note(in_force)
             seen_by_candidate: Mapping[str, Any] = value
-            if topic == ROLES:
+            if topic == ROLES and isinstance(value, Mapping):  # not a tombstone
                 self.roles_seen.add(value["name"])
                 seen_by_candidate = override_role(value, self.role_overrides)
             self.cand_tally.add_all(cand.feed(topic, key, seen_by_candidate))

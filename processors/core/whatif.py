@@ -369,7 +369,11 @@ def _changes_text(changes: Mapping[str, Any]) -> str:
         label = SETTING_LABEL.get(name, name)
         if len(settings) == 1 and not changes.get("roles") and name == "inactivity_seconds":
             label = ""  # the settings page's own sentence: "with 30 s instead of 10 s"
-        parts.append(f"{label} {seconds_text(change['candidate'])} instead of {was}".strip())
+        now = seconds_text(change["candidate"])
+        if base == [now]:
+            parts.append(f"{label} {now} as recorded".strip())
+        else:
+            parts.append(f"{label} {now} instead of {was}".strip())
     for role, toggles in (changes.get("roles") or {}).items():
         on = [CHANNEL_LABEL[c] for c, v in toggles.items() if v]
         off = [CHANNEL_LABEL[c] for c, v in toggles.items() if not v]

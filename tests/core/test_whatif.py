@@ -184,6 +184,13 @@ def test_percent_text(base: int, cand: int, expected: str) -> None:
             "notifications (7)",
         ),
         (
+            {"settings": {"inactivity_seconds": ([10.0], 10.0)}},
+            tally(7),
+            tally(7),
+            "with 10 s as recorded, this traffic would have sent the same number of "
+            "notifications (7)",
+        ),
+        (
             {},
             tally(0),
             tally(3),
