@@ -37,6 +37,7 @@ from processors.core.whatif import (
 )
 from processors.replay import (
     EXIT_BAD_LINES,
+    EXIT_INPUT_BINARY,
     EXIT_INPUT_UNREADABLE,
     EXIT_NO_INPUT,
     EXIT_OK,
@@ -73,7 +74,7 @@ exit codes (as replay's):
      --from-kafka without KAFKA_BROKER_URL)
   {EXIT_NO_INPUT}  the input file does not exist
   {EXIT_INPUT_UNREADABLE}  the input is a directory or cannot be read
-  5  the input is a binary file, not JSON Lines
+  {EXIT_INPUT_BINARY}  the input is a binary file, not JSON Lines
   {EXIT_OUTPUT_UNWRITABLE}  the --chart file cannot be created or written
   {EXIT_OUTPUT_IS_INPUT}  --chart is the input file
 """
