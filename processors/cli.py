@@ -15,6 +15,10 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("processors.replay", "run the core over recorded events, sending nothing"),
+    "whatif": (
+        "processors.whatif",
+        "compare recorded traffic under the recorded and a candidate configuration",
+    ),
     "explain": ("processors.explain", "why did (or didn't) a user get a notification"),
     "worker": ("processors.live.worker", "run the conversation and decision agents"),
     "senders": ("processors.senders.worker", "run channel sender agents"),

@@ -1,0 +1,274 @@
+"""``chat-notifier whatif``: the same recorded traffic under two configurations.
+
+The input (``--input`` JSON Lines, or ``--from-kafka`` with ``--start``/``--end``) is read
+and validated ONCE, exactly as ``replay`` reads it (same door, same bad-line reports);
+each admitted record is fed to two engines in step: the *baseline* with the recorded
+settings and roles, the *candidate* with ``--set`` periods overriding the recorded
+settings (as in ``replay --set``) and ``--role NAME:CHANNEL=on|off`` toggles applied on
+top of every recorded record of that role (:mod:`processors.core.whatif` has the rules
+and what each number means). The comparison goes to stdout as a table (``--json``:
+as JSON), with a one-line summary sentence; ``--chart out.png`` draws notifications per
+hour, baseline vs candidate. Exit codes are replay's (``whatif --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from processors.core.engine import Engine
+from processors.core.settings import SETTABLE, CoreSettings, SettingsError, parse_set
+from processors.core.whatif import (
+    Tally,
+    WhatIfError,
+    compare,
+    describe,
+    override_role,
+    parse_role_overrides,
+    render_text,
+    rows,
+    settings_values,
+    unknown_role_error,
+)
+from processors.replay import (
+    EXIT_BAD_LINES,
+    EXIT_INPUT_BINARY,
+    EXIT_INPUT_UNREADABLE,
+    EXIT_NO_INPUT,
+    EXIT_OK,
+    EXIT_OUTPUT_IS_INPUT,
+    EXIT_OUTPUT_UNWRITABLE,
+    EXIT_USAGE,
+    MAX_REPORTED_LINES,
+    DoorCounts,
+    Record,
+    ReplayFileError,
+    ReplayInputError,
+    _Progress,
+    _same_file,
+    _why,
+    check_files,
+    parse_position,
+    read_jsonl,
+    read_kafka,
+    tune_gc,
+)
+from processors.topics import FLUSHES, INPUT_TOPICS, ROLES
+
+PROG = "whatif"
+
+EPILOG = f"""\
+example:
+  chat-notifier whatif --input processors/demo/scenario.jsonl \\
+      --set inactivity_seconds=30 --role member:email=off --chart whatif.png
+
+exit codes (as replay's):
+  {EXIT_OK}  done (bad input lines, if any, were reported on stderr and skipped)
+  {EXIT_BAD_LINES}  --strict and some input lines were bad
+  {EXIT_USAGE}  bad arguments (--set, --role, a role not in the input, --start/--end,
+     --from-kafka without KAFKA_BROKER_URL)
+  {EXIT_NO_INPUT}  the input file does not exist
+  {EXIT_INPUT_UNREADABLE}  the input is a directory or cannot be read
+  {EXIT_INPUT_BINARY}  the input is a binary file, not JSON Lines
+  {EXIT_OUTPUT_UNWRITABLE}  the --chart file cannot be created or written
+  {EXIT_OUTPUT_IS_INPUT}  --chart is the input file
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Compare the recorded configuration with a candidate, on recorded traffic."
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--input", type=Path, help="JSON Lines of input records ('-' for stdin)")
+    parser.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the input topics from KAFKA_BROKER_URL instead of --input",
+    )
+    parser.add_argument(
+        "--topics", default=",".join(INPUT_TOPICS), help="with --from-kafka: comma-separated topics"
+    )
+    parser.add_argument("--start", help="with --from-kafka: offset or ISO-8601 time (inclusive)")
+    parser.add_argument("--end", help="with --from-kafka: offset or ISO-8601 time (exclusive)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help=f"candidate: override a period ({', '.join(SETTABLE)})",
+    )
+    parser.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="NAME:CHANNEL=on|off,...",
+        help="candidate: toggle a role's channels (email, sms, push, browser), e.g. member:sms=off",
+    )
+    parser.add_argument("--chart", type=Path, help="write a PNG of notifications per hour")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any input line was bad (default: report and skip)",
+    )
+
+
+def _check_chart(chart: Path, input_path: Path | None) -> None:
+    if input_path is not None and str(input_path) != "-" and _same_file(input_path, chart):
+        raise ReplayFileError(
+            f"--chart {chart} is the input file; it would be overwritten", EXIT_OUTPUT_IS_INPUT
+        )
+    if chart.is_dir():
+        raise ReplayFileError(f"--chart {chart} is a directory", EXIT_OUTPUT_UNWRITABLE)
+
+
+class _Runs:
+    """The two engines fed in step, and what they produced."""
+
+    def __init__(
+        self, overrides: Mapping[str, Any], role_overrides: Mapping[str, Mapping[str, bool]]
+    ) -> None:
+        # Deliveries are not built: decisions are identical without them (Engine docs).
+        self.baseline = Engine(None, deliveries=False)
+        self.candidate = Engine(overrides, deliveries=False)
+        self.role_overrides = role_overrides
+        self.base_tally = Tally()
+        self.cand_tally = Tally()
+        self.roles_seen: set[str] = set()
+        # the overridden periods' values the baseline closed batches under, in seconds
+        self.recorded: dict[str, set[float]] = {name: set() for name in overrides}
+
+    def feed_all(self, records: Iterator[Record]) -> None:
+        base, cand = self.baseline, self.candidate
+        for topic, key, value in records:
+            in_force = base.cfg  # flushes fired before a settings record closed under this
+            out = base.feed(topic, key, value)
+            if out:
+                self.base_tally.add_all(out)
+                if self.recorded and any(t == FLUSHES for t, _, _ in out):
+                    self._note(in_force)
+            seen_by_candidate: Mapping[str, Any] = value
+            if topic == ROLES and isinstance(value, Mapping):  # not a tombstone
+                self.roles_seen.add(value["name"])
+                seen_by_candidate = override_role(value, self.role_overrides)
+            self.cand_tally.add_all(cand.feed(topic, key, seen_by_candidate))
+        out = base.finish()
+        self.base_tally.add_all(out)
+        if self.recorded and (out or not any(self.recorded.values())):
+            self._note(base.cfg)  # also when nothing closed: say what was in force
+        self.cand_tally.add_all(cand.finish())
+
+    def _note(self, cfg: CoreSettings) -> None:
+        values = settings_values(cfg)
+        for name, seen in self.recorded.items():
+            seen.add(values[name])
+
+
+def _print_rich(comparison: Mapping[str, Any], sentence: str) -> bool:
+    """The table with rich, when it is installed and stdout is a terminal."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return False
+    table = Table(title="what if: baseline vs candidate")
+    table.add_column("")
+    for name in ("baseline", "candidate", "change"):
+        table.add_column(name, justify="right")
+    for row in rows(comparison):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(sentence)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.input is None) == (not args.from_kafka):
+        print(f"{PROG}: give exactly one of --input FILE and --from-kafka", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        overrides = parse_set(args.set)
+        role_overrides = parse_role_overrides(args.role)
+        if args.from_kafka:
+            parse_position(args.start), parse_position(args.end)
+        check_files(args.input, Path("-"))  # "-": no --output to check here
+        if args.chart is not None:
+            _check_chart(args.chart, args.input)
+            from processors import whatif_chart  # matplotlib: only with --chart
+    except (SettingsError, WhatIfError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplayFileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    except ImportError as exc:
+        print(f"{PROG}: --chart needs matplotlib ({exc.name} is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    tune_gc()
+    errors: list[ReplayInputError] = []
+    door = DoorCounts()
+    runs = _Runs(overrides, role_overrides)
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.from_kafka:
+                records = read_kafka(args, errors, door)
+            elif str(args.input) == "-":
+                records = read_jsonl(sys.stdin.buffer, errors, None, door)
+            else:
+                try:
+                    handle = stack.enter_context(args.input.open("rb"))
+                except OSError as exc:
+                    raise ReplayFileError(
+                        f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
+                    ) from None
+                progress = _Progress(args.input.stat().st_size, sys.stderr)
+                records = read_jsonl(handle, errors, progress, door)
+            runs.feed_all(records)
+    except SettingsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReplayFileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    unknown = unknown_role_error(role_overrides, runs.roles_seen)
+    if unknown is not None:
+        print(f"{PROG}: {unknown}", file=sys.stderr)
+        return EXIT_USAGE
+    for error in errors[:MAX_REPORTED_LINES]:
+        print(f"{PROG}: skipped {error}", file=sys.stderr)
+    if len(errors) > MAX_REPORTED_LINES:
+        print(
+            f"{PROG}: skipped {len(errors) - MAX_REPORTED_LINES} more bad lines (not shown)",
+            file=sys.stderr,
+        )
+    settings = {
+        name: (sorted(runs.recorded[name]), float(value)) for name, value in overrides.items()
+    }
+    comparison = compare(runs.base_tally, runs.cand_tally, settings=settings, roles=role_overrides)
+    sentence = describe(comparison)
+    comparison["sentence"] = sentence
+    comparison["input"] = {
+        "bad_lines": len(errors),
+        "rekeyed": door.rekeyed,
+        "bounded": door.bounded,
+        "out_of_order": runs.baseline.late_events,
+    }
+    if args.chart is not None:
+        try:
+            whatif_chart.write_chart(comparison, args.chart)
+        except OSError as exc:
+            print(f"{PROG}: cannot write --chart {args.chart}: {_why(exc)}", file=sys.stderr)
+            return EXIT_OUTPUT_UNWRITABLE
+    if args.json:
+        print(json.dumps(comparison, indent=2, ensure_ascii=False))
+    elif not (sys.stdout.isatty() and _print_rich(comparison, sentence)):
+        print(render_text(comparison))
+        print()
+        print(sentence)
+    return EXIT_BAD_LINES if errors and args.strict else EXIT_OK
