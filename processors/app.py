@@ -21,6 +21,7 @@ import faust
 from faust.serializers import codecs
 
 from processors import topics as t
+from processors.live.recovery import install_recovery_guard
 from processors.settings import Settings
 
 #: Settings each app was built with, so topic helpers know prefix and partition counts.
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
     """
     _register_codecs()
     _patch_fetch_max_wait()
+    install_recovery_guard()  # restarts after a SIGKILL or a broker reset (recovery.py)
     datadir = settings.data_dir / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = {
