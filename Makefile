@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint test-core test-broker bench bench-live replay-demo clean
+.PHONY: run test lint test-core test-broker test-wheel bench bench-live replay-demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,10 +27,14 @@ test: lint
 	$(BIN)/pytest -q
 
 test-core: $(STAMP)
-	$(BIN)/pytest -q -m "not broker"
+	$(BIN)/pytest -q -m "not broker and not wheel"
 
 test-broker: $(STAMP)
 	$(BIN)/pytest -q -m broker
+
+# builds the wheel and installs it into a fresh virtualenv outside the repo (~30 s)
+test-wheel: $(STAMP)
+	$(BIN)/pytest -q -m wheel
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

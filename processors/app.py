@@ -13,6 +13,7 @@ their configs before Faust declares them.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import faust
 from faust.serializers import codecs
 
 from processors import topics as t
+from processors.live.recovery import install_recovery_guard
 from processors.settings import Settings
 
 #: Settings each app was built with, so topic helpers know prefix and partition counts.
@@ -57,16 +59,62 @@ def broker_urls(settings: Settings) -> str:
     return url if "://" in url else f"kafka://{url}"
 
 
+#: Default web port of each long-running command: ``WEB_PORT_BASE`` (6066) + offset, so
+#: a worker (6066), ``senders`` (6067) and one ``senders --channel X`` per channel
+#: (email 6068, sms 6069, push 6070, browser 6071) run side by side on one host.
+#: ``--web-port`` / ``WEB_PORT`` override it; ``--without-web`` turns the server off.
+WEB_PORT_OFFSETS: dict[str, int] = {
+    "worker": 0,
+    "senders": 1,
+    "senders-email": 2,
+    "senders-sms": 3,
+    "senders-push": 4,
+    "senders-browser": 5,
+}
+
+
+def default_web_port(settings: Settings, command: str) -> int:
+    """The web port ``command`` (a key of :data:`WEB_PORT_OFFSETS`) binds unless told."""
+    if settings.web_port is not None:
+        return settings.web_port
+    return settings.web_port_base + WEB_PORT_OFFSETS[command]
+
+
+def web_port_in_use(app: faust.App) -> str | None:
+    """One line saying the app's web port is taken, or None (also when web is off).
+
+    Checked before Faust starts: Faust would otherwise die on the bind with a traceback
+    after joining the group. SO_REUSEADDR as aiohttp uses it, so only a live listener
+    (not a closed socket in TIME_WAIT) counts as in use.
+    """
+    if not app.conf.web_enabled:
+        return None
+    # Faust binds web_bind (all interfaces by default), not web_host (the advertised name)
+    host, port = str(app.conf.web_bind), int(app.conf.web_port)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return (
+                f"web port {port} on {host} is not free ({exc.strerror}); "
+                "choose another with --web-port PORT, or --without-web"
+            )
+    return None
+
+
 def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.App:
     """Build a Faust app for ``settings``; ``overrides`` are Faust settings that win.
 
     Defaults: store from ``settings.store`` (``rocksdb://`` in production, ``memory://``
     in tests), at-least-once, session timeout 10 s (a new group joins in ~5 s), web
-    server on ``settings.web_port``, topics not auto-declared with default configs
+    server on ``settings.web_port`` or the worker's default port (callers for other
+    commands pass ``web_port``), topics not auto-declared with default configs
     (``chat-notifier`` creates them with retention/cleanup configs first).
     """
     _register_codecs()
     _patch_fetch_max_wait()
+    install_recovery_guard()  # restarts after a SIGKILL or a broker reset (recovery.py)
     datadir = settings.data_dir / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     conf: dict[str, Any] = {
@@ -76,7 +124,7 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
         "topic_partitions": settings.conversation_partitions,
         "topic_replication_factor": settings.replication_factor,
         "topic_disable_leader": True,
-        "web_port": settings.web_port,
+        "web_port": default_web_port(settings, "worker"),
         "web_host": "127.0.0.1",
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": 10.0,

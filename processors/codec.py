@@ -82,7 +82,9 @@ class EncodeError(DecodeError):
     """
 
 
-SCHEMA_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "schemas"
+#: The schemas ship inside the package (``processors/schemas/``), so an installed wheel
+#: finds them; the repository's top-level ``schemas/`` is a symlink to this directory.
+SCHEMA_DIR: Final[Path] = Path(__file__).resolve().parent / "schemas"
 
 # Record types in the order of schemas/README.md.
 RECORDS: Final[tuple[str, ...]] = (

@@ -111,7 +111,10 @@ class Settings(BaseSettings):
     store: str = "rocksdb://"
     data_dir: Path = Path("var/data")
     outbox_dir: Path = Path("var/outbox")
-    web_port: int = 6066
+    # metrics/health port; unset: the command's own default, WEB_PORT_BASE + an offset per
+    # command (processors.app.WEB_PORT_OFFSETS), so a worker and senders share a host
+    web_port: int | None = None
+    web_port_base: int = 6066
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 

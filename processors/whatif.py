@@ -152,7 +152,7 @@ class _Runs:
                 self.base_tally.add_all(out)
                 if self.recorded and any(t == FLUSHES for t, _, _ in out):
                     self._note(in_force)
-            seen_by_candidate: Mapping[str, Any] = value
+            seen_by_candidate: Mapping[str, Any] | None = value
             if topic == ROLES and isinstance(value, Mapping):  # not a tombstone
                 self.roles_seen.add(value["name"])
                 seen_by_candidate = override_role(value, self.role_overrides)

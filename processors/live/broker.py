@@ -8,11 +8,15 @@ it expect one (shared/notes/faust-on-tansu.md).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +29,39 @@ RETENTION_EVENTS_MS = 7 * 24 * 3600 * 1000  # platform event topics: a week
 RETENTION_NOTIFY_MS = 3 * 24 * 3600 * 1000  # notify.* streams: three days
 RETENTION_COMPACTED_MS = -1  # compacted snapshots and changelogs: forever
 BROKER_START_TIMEOUT_S = 20.0
+#: Tansu ignores a plain SIGTERM for seconds; it is memory-only, so after this grace
+#: it gets SIGKILL (nothing to lose).
+BROKER_STOP_GRACE_S = 2.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere).
+
+    ``prctl(PR_SET_PDEATHSIG)`` survives ``exec``, so a child started with
+    :func:`die_with_parent` dies with us even when we are SIGKILLed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for Popen: the child gets ``sig`` when the calling process dies.
+
+    If the parent already died between fork and prctl, the child signals itself.
+    Linux ties the signal to the *thread* that forked: start children from the main thread.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        set_parent_death_signal(sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -59,6 +96,10 @@ class EmbeddedBroker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -84,6 +125,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not the broker
+            preexec_fn=die_with_parent(signal.SIGKILL),  # never outlives its starter
         )
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -103,7 +145,7 @@ class EmbeddedBroker:
             return
         proc.terminate()
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=BROKER_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)

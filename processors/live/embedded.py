@@ -5,8 +5,20 @@ With no ``KAFKA_BROKER_URL``, starts a memory-only Tansu broker on a free loopba
 the topics, starts ``chat-notifier worker`` and ``chat-notifier senders`` (outbox
 backends unless credentials are configured) as child processes, runs the demo traffic
 in this process, and prints each decision as a readable line as it happens.
-Ctrl-C stops all of it: children get SIGINT/SIGTERM and are waited for, the broker
-last. Child logs go to ``var/log/``; what would be sent lands in ``var/outbox/``.
+Whatever ends ``run``, nothing it started survives it:
+
+* Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop it the same way: worker and
+  senders get SIGTERM and up to :data:`CHILD_STOP_TIMEOUT_S` to stop cleanly, then
+  SIGKILL (their whole process group); the broker goes last, SIGKILL after a short grace
+  (Tansu ignores SIGTERM for seconds). Further signals during that stop are ignored.
+* ``run`` itself killed (even SIGKILL): every child was started with Linux's
+  ``PR_SET_PDEATHSIG`` = SIGKILL, so the kernel kills them with it.
+* ``run``'s own parent dying (``make run`` killed): ``run`` gets a SIGHUP from the kernel
+  (``PR_SET_PDEATHSIG`` on itself), unless started with SIGHUP ignored (``nohup``).
+
+Children run in their own process groups, so a Ctrl-C in the terminal reaches ``run``
+only and the stop happens once, in order. The first lines of output name every pid.
+Child logs go to ``var/log/``; what would be sent lands in ``var/outbox/``.
 
 Tables use the memory store here: the embedded broker keeps nothing across runs, so
 persistent local state would only disagree with it.
@@ -29,11 +41,18 @@ from typing import Any
 
 from processors import codec
 from processors import topics as t
-from processors.live.broker import EmbeddedBroker, bootstrap_servers, ensure_topics
+from processors.live.broker import (
+    EmbeddedBroker,
+    bootstrap_servers,
+    die_with_parent,
+    ensure_topics,
+    set_parent_death_signal,
+)
 from processors.settings import Settings, load_settings
 
 LOG_DIR = Path("var/log")
-CHILD_STOP_TIMEOUT_S = 15.0
+CHILD_STOP_TIMEOUT_S = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FAST_JOIN = (
     "broker_session_timeout=6",
     "broker_heartbeat_interval=1",
@@ -88,6 +107,7 @@ def _spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Po
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # we deliver the stop signal ourselves, once
+        preexec_fn=die_with_parent(signal.SIGKILL),  # dies with `run`, even on SIGKILL
     )
 
 
@@ -102,6 +122,33 @@ def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(5)
+        # anything the child itself started is in its process group (own session)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP take the same path as Ctrl-C
+
+
+def _handle_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop like Ctrl-C; a dying parent sends us SIGHUP.
+
+    A SIGHUP already ignored (``nohup chat-notifier run``) stays ignored.
+    """
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _stop_on_signal)
+        parent = os.getppid()
+        set_parent_death_signal(signal.SIGHUP)
+        if os.getppid() != parent:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGHUP)
+
+
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (after a hangup, writes fail with EIO)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, flush=True)
 
 
 async def print_decisions(settings: Settings, *, out: Any = None) -> None:
@@ -191,33 +238,38 @@ def run(args: argparse.Namespace) -> int:
     broker: EmbeddedBroker | None = None
     children: list[subprocess.Popen[bytes]] = []
     try:
+        _handle_stop_signals()
         if base.kafka_broker_url:
             settings = base
-            print(f"using Kafka at {settings.kafka_broker_url}")
+            _say(f"using Kafka at {settings.kafka_broker_url}")
         else:
             LOG_DIR.mkdir(parents=True, exist_ok=True)
             broker = EmbeddedBroker(log_file=LOG_DIR / "tansu.log").start()
             settings = load_settings(kafka_broker_url=broker.url)
-            print(f"embedded broker (Tansu, memory only) on {broker.bootstrap}")
+            _say(f"embedded broker (Tansu, memory only) on {broker.bootstrap} (pid {broker.pid})")
         asyncio.run(ensure_topics(settings, _changelogs()))
         env = dict(os.environ, KAFKA_BROKER_URL=settings.kafka_broker_url or "")
         common = ["--store", "memory://", "--without-web"]
         for f in FAST_JOIN:
             common += ["--faust", f]
         children.append(_spawn(["worker", *common], env, "worker.log"))
+        started = f"worker (pid {children[-1].pid})"
         if _senders_available():
             children.append(_spawn(["senders", *common], env, "senders.log"))
+            started += f" and senders (pid {children[-1].pid})"
             where = f"{settings.outbox_dir}/ (.eml, .txt, .json)"
         else:
             where = f"{settings.outbox_dir}/<channel>.jsonl"
-        print(f"worker and senders started (logs in {LOG_DIR}/); deliveries go to {where}")
-        print("decisions as they happen (Ctrl-C to stop):")
+        _say(f"{started} started (logs in {LOG_DIR}/); deliveries go to {where}")
+        _say("decisions as they happen (Ctrl-C to stop):")
         asyncio.run(_main(settings, args, time.monotonic()))
         return 0
     except KeyboardInterrupt:
-        print("\nstopping ...")
+        _say("\nstopping ...")
         return 0
     finally:
+        for sig in STOP_SIGNALS:  # a second Ctrl-C must not cut the stop short
+            signal.signal(sig, signal.SIG_IGN)
         _stop_children(children)
         if broker is not None:
             broker.stop()

@@ -2,7 +2,7 @@
 
 Configuration comes from the environment (``KAFKA_BROKER_URL``, ``TOPIC_PREFIX``,
 ``CONVERSATION_PARTITIONS``, ``USER_PARTITIONS``, ``STORE``, ``DATA_DIR``,
-``WEB_PORT``); the flags below override it. Topics (and the tables' changelogs) are
+``WEB_PORT``, ``WEB_PORT_BASE``); the flags below override it. Topics (and the tables' changelogs) are
 created with their configs on start. Scale out by starting more workers with the same
 ``--app-id``: partitions and their state move between them.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import faust
 
-from processors.app import create_app
+from processors.app import create_app, default_web_port, web_port_in_use
 from processors.core.settings import SETTABLE, SettingsError, parse_set
 from processors.live.agents import Pipeline, attach_pipeline, changelog_topics
 from processors.live.broker import (
@@ -45,7 +45,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="consumer group / app id")
     parser.add_argument("--store", help="table store, e.g. rocksdb:// or memory://")
     parser.add_argument("--data-dir", help="directory for the local table store")
-    parser.add_argument("--web-port", type=int, help="metrics/health HTTP port")
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        help="metrics/health HTTP port (default: worker 6066, senders 6067, "
+        "senders --channel email/sms/push/browser 6068-6071; WEB_PORT_BASE moves them all)",
+    )
     parser.add_argument("--without-web", action="store_true", help="no HTTP server")
     parser.add_argument(
         "--set",
@@ -148,12 +153,17 @@ def run(args: argparse.Namespace) -> int:
     except PartitionLayoutError as exc:
         print(f"chat-notifier worker: {exc}", file=sys.stderr)
         return 2
+    faust_settings = {"web_port": default_web_port(settings, "worker"), **faust_overrides(args)}
     app, _ = build_worker_app(
         settings,
         app_id=args.app_id,
         core_overrides=core_overrides,
-        **faust_overrides(args),
+        **faust_settings,
     )
+    problem = web_port_in_use(app)
+    if problem:
+        print(f"chat-notifier worker: {problem}", file=sys.stderr)
+        return 2
     ensure_topics_sync(settings, changelog_topics(args.app_id))
     run_app(app, log_level=settings.log_level)
     return 0

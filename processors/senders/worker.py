@@ -40,7 +40,15 @@ from prometheus_client import Histogram
 
 from processors import codec
 from processors import topics as t
-from processors.app import app_settings, create_app, partitions_for, raw_topic, record_topic
+from processors.app import (
+    app_settings,
+    create_app,
+    default_web_port,
+    partitions_for,
+    raw_topic,
+    record_topic,
+    web_port_in_use,
+)
 from processors.live.broker import bootstrap_servers
 from processors.live.config import ConfigReader
 from processors.senders.base import Sender, create_senders
@@ -241,7 +249,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=SENDER_CONCURRENCY)
     parser.add_argument("--store", help="table store, e.g. rocksdb:// or memory://")
     parser.add_argument("--data-dir", help="directory for the local table store")
-    parser.add_argument("--web-port", type=int, help="metrics/health HTTP port")
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        help="metrics/health HTTP port (default 6067; with --channel email/sms/push/browser "
+        "6068/6069/6070/6071, so channel processes share a host; WEB_PORT_BASE moves them)",
+    )
     parser.add_argument("--without-web", action="store_true", help="no HTTP server")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ...")
     parser.add_argument(
@@ -276,7 +289,13 @@ def run(args: argparse.Namespace) -> int:
     except PartitionLayoutError as exc:
         print(f"chat-notifier senders: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, app_id=app_id, **faust_overrides(args))
+    command = "senders" if args.channel == "all" else f"senders-{args.channel}"
+    faust_settings = {"web_port": default_web_port(settings, command), **faust_overrides(args)}
+    app = create_app(settings, app_id=app_id, **faust_settings)
+    problem = web_port_in_use(app)
+    if problem:
+        print(f"chat-notifier senders: {problem}", file=sys.stderr)
+        return 2
     attach_sender_agents(app, settings, channels, concurrency=args.concurrency)
     ensure_topics_sync(settings, sender_changelog_topics(app_id, channels))
     run_app(app, log_level=settings.log_level)
