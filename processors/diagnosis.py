@@ -419,7 +419,12 @@ def _stop(
     presence: Presence,
     reason: Reason | None,
 ) -> Diagnosis:
-    words = WHY[reason] if reason is not None else f"not a participant of {conversation_id!r}"
+    words = (
+        f"no Conversation snapshot for {conversation_id!r} yet, so a batch closing now "
+        f"would notify nobody [{reason.value}]"
+        if reason is not None
+        else f"not a participant of {conversation_id!r}"
+    )
     verdicts = [
         Verdict(c, False, None if reason is None else reason.value, f"{c}: not notified: {words}")
         for c in CHANNELS
