@@ -221,3 +221,16 @@ def test_settings_record_merges_with_the_record_in_force() -> None:
         "Chat",
     )
     assert admin.settings_record(held, {"sms_from": None}, NOW + 2)["sms_from"] is None
+
+
+def test_the_checklist_module_is_pure() -> None:
+    """diagnosis.py holds the checklist as pure functions: the core's purity rule."""
+    from pathlib import Path
+
+    import processors.diagnosis
+    from tests.core.test_purity import FORBIDDEN_MODULES
+    from tests.imports import imported_modules
+
+    names = imported_modules(Path(processors.diagnosis.__file__))
+    assert "processors.core.decisions" in names  # the scan saw the imports
+    assert not [n for n in names if n.split(".")[0] in FORBIDDEN_MODULES or n in FORBIDDEN_MODULES]
