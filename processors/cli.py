@@ -1,7 +1,7 @@
 """The ``chat-notifier`` command line.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; the module is imported only when its subcommand runs, so
+``run(args) -> int`` (or in an object of a module, named ``module:attribute``); the module is imported only when its subcommand runs, so
 ``chat-notifier replay`` never pays for importing Faust or the channel libraries.
 """
 
@@ -31,6 +31,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "inbound-ses": ("processors.reply.inbound", "SES receipt notices from SQS (-> email.inbound)"),
     "run": ("processors.live.embedded", "embedded default: broker, worker, senders, demo"),
+    "roles": ("processors.admin_cli:roles_command", "list, show, set or delete roles"),
+    "settings": ("processors.admin_cli:settings_command", "show or change the app settings"),
+    "diagnose": ("processors.diagnose", "the troubleshooting checklist for one user, now"),
 }
 
 
@@ -43,9 +46,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name == wanted:
-            module = importlib.import_module(module_name)
-            module.add_arguments(p)
-            p.set_defaults(_run=module.run)
+            path, _, attribute = module_name.partition(":")
+            module = importlib.import_module(path)
+            command = getattr(module, attribute) if attribute else module
+            command.add_arguments(p)
+            p.set_defaults(_run=command.run)
     return parser
 
 

@@ -23,24 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from processors.core.decisions import Reason
+from processors import diagnosis
 from processors.topics import DECISIONS, OUTCOMES
 
-WHY: Mapping[str, str] = {
-    Reason.UNKNOWN_CONVERSATION: "no Conversation snapshot had arrived for this conversation "
-    "when the batch closed, so nobody could be notified",
-    Reason.OWN_MESSAGES: "every message in the batch was their own",
-    Reason.PARTICIPANT_MUTED: "their notification setting for this conversation is Off",
-    Reason.NOT_MENTIONED: "they are notified of mentions only, and no message mentioned them",
-    Reason.UNKNOWN_USER: "there is no User record for them (publish one to chat.users)",
-    Reason.NO_ROLE: "their User record has no role: assign one",
-    Reason.UNKNOWN_ROLE: "their role does not exactly match a defined role",
-    Reason.VIEWING: "they had this conversation open in a focused tab or window",
-    Reason.CHANNEL_DISABLED: "their role has this channel turned off",
-    Reason.NO_ADDRESS: "they have no address for this channel "
-    "(email, phone, push token or browser subscription)",
-    Reason.READ_ONLY: "they have Read access only, so their email reply was not posted",
-}
+# The words for each reason live with the checklist (``diagnose``): one place for both.
+WHY: Mapping[str, str] = diagnosis.WHY
 
 
 def _when(ms: int) -> str:

@@ -148,6 +148,15 @@ def validate_app_settings(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def setting_hint(name: str, known: Iterable[str] = SETTABLE) -> str:
+    """The near match for an unknown setting name ("did you mean ...?"), else the list."""
+    names = list(known)
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    if not near:
+        near = [f for f in names if f.startswith(name.split("_")[0])][:1]
+    return f"did you mean {near[0]!r}?" if near else f"one of {', '.join(names)}"
+
+
 def parse_set(pairs: Iterable[str]) -> dict[str, str]:
     """``--set NAME=VALUE`` arguments -> overrides, validated now rather than mid-run.
 
@@ -161,11 +170,7 @@ def parse_set(pairs: Iterable[str]) -> dict[str, str]:
         if not sep or not name:
             raise SettingsError(f"--set wants NAME=VALUE, got {pair!r}")
         if name not in _FIELDS:
-            near = difflib.get_close_matches(name, SETTABLE, n=1, cutoff=0.5)
-            if not near:
-                near = [f for f in SETTABLE if f.startswith(name.split("_")[0])][:1]
-            hint = f"did you mean {near[0]!r}?" if near else f"one of {', '.join(SETTABLE)}"
-            raise SettingsError(f"--set: unknown setting {name!r}; {hint}")
+            raise SettingsError(f"--set: unknown setting {name!r}; {setting_hint(name)}")
         _seconds(name, value)
         out[name] = value
     CoreSettings.from_app_settings(None, out)  # cross-field rules

@@ -90,6 +90,13 @@ class ConfigState:
         self.settings_version = 0
         self._positions: dict[tuple[str, str], Position] = {}
 
+    def held_position(self, topic: str, key: str) -> Position | None:
+        """Where the record (or tombstone) in force for ``key`` stands, or None.
+
+        The admin tools write a change with a ``ts`` above this one so it always wins.
+        """
+        return self._positions.get((topic, key))
+
     def _wins(self, topic: str, key: str, position: Position) -> bool:
         if not config_record_wins(self._positions.get((topic, key)), position):
             return False

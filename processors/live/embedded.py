@@ -247,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(log_file=LOG_DIR / "tansu.log").start()
             settings = load_settings(kafka_broker_url=broker.url)
             _say(f"embedded broker (Tansu, memory only) on {broker.bootstrap} (pid {broker.pid})")
+            # so another terminal can use the admin commands against this broker
+            _say(f"  in another terminal: export KAFKA_BROKER_URL={broker.url}")
         asyncio.run(ensure_topics(settings, _changelogs()))
         env = dict(os.environ, KAFKA_BROKER_URL=settings.kafka_broker_url or "")
         common = ["--store", "memory://", "--without-web"]

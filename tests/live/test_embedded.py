@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -42,3 +43,56 @@ def test_run_starts_everything_shows_decisions_and_fills_the_outbox(tmp_path: Pa
     # everything it started has stopped: nothing listens on the broker's port any more
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=2).close()
+
+
+def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
+    tmp_path: Path,
+) -> None:
+    """README "Admin from the command line": `make run` in one terminal, `roles list` and
+    `diagnose` in another, with the KAFKA_BROKER_URL that `run` printed."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processors.cli", "run", "--rounds", "1"],
+        cwd=tmp_path,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            found = re.search(r"export KAFKA_BROKER_URL=(kafka://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+            if url and "decisions as they happen" in line:
+                break
+        assert url, "".join(seen)
+        admin_env = {**env, "KAFKA_BROKER_URL": url}
+
+        def admin(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "processors.cli", *args],
+                cwd=tmp_path,
+                env=admin_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        listed = admin("roles", "set", "member", "--sms", "off", "--json")
+        assert listed.returncode == 0, listed.stderr
+        roles = admin("roles", "list", "--json")
+        assert roles.returncode == 0, roles.stderr
+        assert "member" in {r["name"] for r in json.loads(roles.stdout)["roles"]}
+        diagnosed = admin("diagnose", "--user", "bob")
+        assert diagnosed.returncode == 0 and "sms: off for role 'member'" in diagnosed.stdout
+        proc.communicate(timeout=200)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
