@@ -152,8 +152,12 @@ def test_1500_messages_of_1kb_while_someone_types_are_all_flushed(
     assert len(flushed) == len(set(flushed)), "a message in two flushes"
     order = sorted(unique.values(), key=lambda f: f["message_ids"][0])
     causes = [f["cause"] for f in order]
-    assert causes[:-1] == ["max_size"] * (len(order) - 1) and causes[-1] == "inactivity", causes
-    assert len(order) >= 6
+    # Size closes cut the burst; the last batch closes on inactivity once bob stops. A
+    # worker lagging more than typing TTL + inactivity behind the producer (a loaded
+    # machine) may also close a batch on inactivity in between: its clock passed the
+    # deadline the events set. Either way every batch stays within the bound.
+    assert causes[-1] == "inactivity" and set(causes) <= {"max_size", "inactivity"}, causes
+    assert causes.count("max_size") >= 5, causes
     for f in order:
         assert sum(len(m["text"].encode()) for m in f["messages"]) <= MAX_BATCH_BYTES
     dead = read_topic(tansu.bootstrap, prefix + t.DEAD_LETTER, until=lambda v: False, timeout=2)
