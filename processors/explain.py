@@ -11,6 +11,12 @@ A send is worded by what is known of it: with an outcome (``notify.outcomes``, l
 data) it says "sent -> <status>"; read from the broker without an outcome yet, "sent"
 (the Delivery is on its channel topic); read from a file holding no outcomes at all,
 i.e. ``replay`` output, "would be sent": replay decides but sends nothing.
+
+Replies by email leave an InboundAudit record each (``email.inbound-audit``). ``--user``
+and ``--conversation`` also list the audits naming that user or conversation (those
+whose token was verified); ``--mail MAIL_ID`` (the Message-ID, with or without ``<>``,
+or the ``sha256:`` key of a mail without one) shows what became of one mail, whoever
+sent it. Reasons are worded by :data:`processors.reply.parse.AUDIT_WHY`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from processors import diagnosis
-from processors.topics import DECISIONS, OUTCOMES
+from processors.reply.parse import ACCEPTED, AUDIT_WHY
+from processors.topics import DECISIONS, INBOUND_AUDIT, OUTCOMES
 
 # The words for each reason live with the checklist (``diagnose``): one place for both.
 WHY: Mapping[str, str] = diagnosis.WHY
@@ -92,10 +99,49 @@ def explain(
             yield f"    {scope}not notified [{reason}] {text}{hint}"
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Decisions (and outcomes) from a JSONL file of ``{"topic", "key", "value"}`` lines."""
+def select_audits(
+    audits: Iterable[Mapping[str, Any]],
+    user: str | None,
+    conversation: str | None,
+    mail: str | None,
+) -> list[Mapping[str, Any]]:
+    """The InboundAudit records of one mail, or naming ``user`` / ``conversation``."""
+    key = mail.strip().removeprefix("<").removesuffix(">") if mail is not None else None
+    out = []
+    for a in audits:
+        if key is not None and a.get("mail_id") != key:
+            continue
+        if user is not None and a.get("user_id") != user:
+            continue
+        if conversation is not None and a.get("conversation_id") != conversation:
+            continue
+        out.append(a)
+    return out
+
+
+def explain_audits(audits: Iterable[Mapping[str, Any]]) -> Iterator[str]:
+    """Two lines per inbound mail: which mail, whose and where; what became of it."""
+    for a in audits:
+        who = f"  user {a['user_id']}" if a.get("user_id") else ""
+        where = f"  conversation {a['conversation_id']}" if a.get("conversation_id") else ""
+        yield f"{_when(a['ts'])}  inbound mail {a['mail_id']}{who}{where}"
+        reason = a.get("reason") or ""
+        hint = f": {a['detail']}" if a.get("detail") else ""
+        if reason == ACCEPTED:
+            yield f"    posted [{reason}] as message {a.get('message_id') or '?'}"
+        else:
+            yield f"    not posted [{reason}] {AUDIT_WHY.get(reason, reason)}{hint}"
+
+
+Records = tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]]]
+
+
+def read_jsonl(path: Path) -> Records:
+    """Decisions, outcomes and inbound mail audits from a JSONL file of
+    ``{"topic", "key", "value"}`` lines."""
     decisions: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, Any]] = {}
+    audits: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if not line.strip():
@@ -105,10 +151,12 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, An
                 decisions.append(item["value"])
             elif item.get("topic") == OUTCOMES:
                 outcomes[item["value"]["delivery_id"]] = item["value"]
-    return decisions, outcomes
+            elif item.get("topic") == INBOUND_AUDIT:
+                audits.append(item["value"])
+    return decisions, outcomes, audits
 
 
-def read_kafka() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def read_kafka() -> Records:
     from processors.live.kafka_replay import read_topics  # aiokafka: only here
     from processors.settings import load_settings
 
@@ -117,20 +165,30 @@ def read_kafka() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         raise SystemExit("explain: set KAFKA_BROKER_URL, or give --input FILE")
     decisions: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, Any]] = {}
-    for topic, _, value in read_topics(settings, [DECISIONS, OUTCOMES], input_only=False):
+    audits: list[dict[str, Any]] = []
+    topics = [DECISIONS, OUTCOMES, INBOUND_AUDIT]
+    for topic, _, value in read_topics(settings, topics, input_only=False):
         if value is None:
             continue  # only chat.users / chat.conversations carry tombstones
         if topic == DECISIONS:
             decisions.append(value)
-        else:
+        elif topic == OUTCOMES:
             outcomes[value["delivery_id"]] = value
+        else:
+            audits.append(value)
     decisions.sort(key=lambda d: d["ts"])
-    return decisions, outcomes
+    audits.sort(key=lambda a: a["ts"])
+    return decisions, outcomes, audits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="the recipient's user_id")
     parser.add_argument("--conversation", help="only this conversation")
+    parser.add_argument(
+        "--mail",
+        metavar="MAIL_ID",
+        help="what became of one reply by email: its Message-ID (or the sha256: key)",
+    )
     parser.add_argument(
         "--input",
         type=Path,
@@ -141,19 +199,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.user is None and args.conversation is None:
-        print("explain: give --user and/or --conversation", file=sys.stderr)
+    if args.user is None and args.conversation is None and args.mail is None:
+        print("explain: give --user, --conversation and/or --mail", file=sys.stderr)
         return 2
     if args.input is not None:
         if not args.input.exists():
             print(f"explain: no such input file: {args.input}", file=sys.stderr)
             return 2
-        decisions, outcomes = read_jsonl(args.input)
+        decisions, outcomes, audits = read_jsonl(args.input)
         # A file with no outcome at all is replay output (the senders never saw it).
         replayed = not outcomes
     else:
-        decisions, outcomes = read_kafka()
+        decisions, outcomes, audits = read_kafka()
         replayed = False
+    mails = select_audits(audits, args.user, args.conversation, args.mail)
+    if args.last:
+        mails = mails[-args.last :]
+    if args.mail is not None:
+        _print_mails(mails, args.mail)
+        return 0
     chosen = select(decisions, args.user, args.conversation)
     if args.last:
         flushes = list(dict.fromkeys(d["flush_id"] for d in chosen))[-args.last :]
@@ -168,7 +232,20 @@ def run(args: argparse.Namespace) -> int:
             "participant (check the chat.conversations snapshot), or the conversation was "
             "unknown when its batch closed (try --conversation)."
         )
-        return 0
     for line in explain(chosen, outcomes, replayed=replayed):
         print(line)
+    if mails:
+        print("replies by email (email.inbound-audit):")
+        _print_mails(mails, None)
     return 0
+
+
+def _print_mails(mails: list[Mapping[str, Any]], asked: str | None) -> None:
+    if not mails and asked is not None:
+        print(
+            f"no inbound mail {asked}: no adapter has queued a mail with this key (the "
+            "Message-ID without <>, or sha256:... for a mail without one), or the reply "
+            "agent has not decided it yet."
+        )
+    for line in explain_audits(mails):
+        print(line)

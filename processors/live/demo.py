@@ -5,6 +5,11 @@ batch open, a system message (never notifies), a muted participant, a mentions-o
 participant, a user whose role is misspelt, a viewer who has the conversation focused
 (skipped with VIEWING) and then looks elsewhere (notified). The AppSettings record sets
 a short inactivity period (3 s) so the first decisions appear within seconds.
+
+``chat-notifier run`` also answers one of the demo's own notification emails after the
+first round (:func:`reply_by_email`): Bob replies, from his mail client so to speak, to
+the "Launch plan" email in the outbox, through the SMTP adapter; the reply is posted to
+the conversation and notifies the others like any message.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import smtplib
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 from processors import codec
@@ -26,6 +35,9 @@ log = logging.getLogger(__name__)
 DEMO_INACTIVITY_S = 3
 DEMO_TYPING_TTL_S = 4
 ROUND_PAUSE_S = 6.0
+REPLIER, REPLIED_SUBJECT = "bob", "Launch plan"  # bob is notified of dan's message there
+REPLY_TEXT = "Thanks Dan, I'll read them tonight."
+REPLY_WAIT_S = 30.0  # for the notification email to be in the outbox
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -199,8 +211,12 @@ async def run_demo(
     rounds: int | None = None,
     sleep: Sleep = asyncio.sleep,
     on_publish: Callable[[str, str, dict[str, Any]], None] | None = None,
+    after_round: Callable[[int], Awaitable[None]] | None = None,
 ) -> int:
-    """Publish the reference data, then ``rounds`` rounds (forever if None); count records."""
+    """Publish the reference data, then ``rounds`` rounds (forever if None); count records.
+
+    ``after_round(n)`` runs after round ``n`` and its pause (the embedded run replies by
+    email there)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=5)
@@ -231,9 +247,75 @@ async def run_demo(
                     await sleep(delay)
                 await publish(topic, key, value)
             await sleep(ROUND_PAUSE_S)
+            if after_round is not None:
+                await after_round(n)
     finally:
         await producer.stop()
     return sent
+
+
+def _notification_for(outbox: Path, address: str, subject: str) -> bytes | None:
+    """The newest notification email in ``outbox``/email to ``address`` about ``subject``."""
+    found: list[tuple[float, bytes]] = []
+    for path in (outbox / "email").glob("*.eml"):
+        try:
+            raw = path.read_bytes()
+            stamp = path.stat().st_mtime
+        except OSError:
+            continue  # replaced while we looked
+        msg = message_from_bytes(raw, policy=policy.default)
+        if address in str(msg.get("To", "")) and msg.get("Subject") == subject:
+            found.append((stamp, raw))
+    return max(found)[1] if found else None
+
+
+async def reply_by_email(
+    settings: Settings, smtp_port: int, *, out: Callable[[str], None] = print
+) -> bool:
+    """Bob answers his newest "Launch plan" notification email through ``inbound-smtp``.
+
+    The reply quotes the notification as a mail client does; only the new line is
+    posted. Never raises: a demo that cannot reply says so in one line and goes on.
+    """
+    from processors.reply.mailclient import quoted_reply
+
+    address = f"{REPLIER}@example.test"
+    deadline = time.monotonic() + REPLY_WAIT_S
+    original = _notification_for(settings.outbox_dir, address, REPLIED_SUBJECT)
+    while original is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        original = _notification_for(settings.outbox_dir, address, REPLIED_SUBJECT)
+    if original is None:
+        out(f"(demo reply by email skipped: no {REPLIED_SUBJECT!r} email to {REPLIER} yet)")
+        return False
+    raw = quoted_reply(
+        original,
+        REPLY_TEXT,
+        from_=f"{REPLIER.title()} <{address}>",
+        message_id=f"<demo-{uuid.uuid4().hex}@example.test>",
+    )
+    to = str(message_from_bytes(original, policy=policy.default).get("Reply-To", ""))
+    host = settings.inbound.smtp_host
+
+    def send() -> None:
+        for attempt in range(20):  # the adapter may still be starting
+            try:
+                with smtplib.SMTP(host, smtp_port, timeout=10) as client:
+                    client.sendmail(address, [to], raw)
+                return
+            except (ConnectionRefusedError, smtplib.SMTPServerDisconnected):
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+
+    try:
+        await asyncio.to_thread(send)
+    except (OSError, smtplib.SMTPException) as exc:
+        out(f"(demo reply by email not sent: {type(exc).__name__})")
+        return False
+    clock = time.strftime("%H:%M:%S")
+    out(f"{clock}  {'launch':<8} {REPLIER:<6} replies by email (inbound-smtp): {REPLY_TEXT!r}")
+    return True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,10 @@ Children run in their own process groups, so a Ctrl-C in the terminal reaches ``
 only and the stop happens once, in order. The first lines of output name every pid.
 Child logs go to ``var/log/``; what would be sent lands in ``var/outbox/``.
 
+With the senders, it also starts ``chat-notifier reply`` and ``chat-notifier
+inbound-smtp`` (on a free loopback port) and the demo answers one of its own notification
+emails through them: the decisions about that reply are marked "(reply by email)".
+
 Tables use the memory store here: the embedded broker keeps nothing across runs, so
 persistent local state would only disagree with it.
 """
@@ -46,6 +50,7 @@ from processors.live.broker import (
     bootstrap_servers,
     die_with_parent,
     ensure_topics,
+    free_port,
     set_parent_death_signal,
 )
 from processors.settings import Settings, load_settings
@@ -70,6 +75,7 @@ REASON_WORDS = {
     "NO_ADDRESS": "no address",
     "UNKNOWN_CONVERSATION": "conversation unknown",
 }
+REPLY_MARK = "  (reply by email)"
 
 
 def format_decision(d: dict[str, Any]) -> str:
@@ -151,28 +157,55 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-async def print_decisions(settings: Settings, *, out: Any = None) -> None:
-    """Follow ``notify.decisions`` from now on and print one line per decision."""
+async def print_decisions(
+    settings: Settings, *, out: Any = None, replied: asyncio.Event | None = None
+) -> None:
+    """Follow ``notify.decisions`` from now on and print one line per decision.
+
+    ``notify.flushes`` is followed too, to mark the decisions about a batch holding a
+    reply by email (a message of origin ``email``) and set ``replied`` when one prints.
+    The worker writes a Flush before deciding on it, so within what one fetch returns,
+    flushes are read first.
+    """
     from aiokafka import AIOKafkaConsumer
 
     stream = out or sys.stdout
+    decisions, flushes = settings.topic_prefix + t.DECISIONS, settings.topic_prefix + t.FLUSHES
     consumer = AIOKafkaConsumer(
-        settings.topic_prefix + t.DECISIONS,
+        decisions,
+        flushes,
         bootstrap_servers=bootstrap_servers(settings),
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,
         fetch_max_wait_ms=100,  # Tansu holds waiting fetches (see processors/app.py)
     )
+    by_email: set[str] = set()  # flush ids holding a reply by email
     await consumer.start()
     try:
-        async for msg in consumer:
-            try:
-                decision = codec.decode("Decision", msg.value)
-            except codec.DecodeError as exc:
-                print(f"(undecodable decision: {exc})", file=stream, flush=True)
-                continue
-            print(format_decision(decision), file=stream, flush=True)
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            records = sorted(
+                (m for msgs in batch.values() for m in msgs), key=lambda m: m.topic != flushes
+            )
+            for msg in records:
+                if msg.topic == flushes:
+                    with contextlib.suppress(codec.DecodeError):
+                        flush = codec.decode("Flush", msg.value)
+                        if any(m.get("origin") == "email" for m in flush.get("messages") or ()):
+                            by_email.add(flush["flush_id"])
+                    continue
+                try:
+                    decision = codec.decode("Decision", msg.value)
+                except codec.DecodeError as exc:
+                    print(f"(undecodable decision: {exc})", file=stream, flush=True)
+                    continue
+                line = format_decision(decision)
+                if decision.get("flush_id") in by_email:
+                    line += REPLY_MARK
+                    if replied is not None:
+                        replied.set()
+                print(line, file=stream, flush=True)
     finally:
         await consumer.stop()
 
@@ -205,19 +238,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="no demo traffic")
 
 
-async def _main(settings: Settings, args: argparse.Namespace, ready: float) -> None:
-    from processors.live.demo import run_demo
+async def _main(
+    settings: Settings, args: argparse.Namespace, ready: float, reply_port: int | None = None
+) -> None:
+    from processors.live.demo import reply_by_email, run_demo
 
     await ensure_topics(settings, _changelogs())
-    tasks = [asyncio.create_task(print_decisions(settings))]
+    replied = asyncio.Event()
+    tasks = [asyncio.create_task(print_decisions(settings, replied=replied))]
     if not _senders_available():
         tasks.append(asyncio.create_task(outbox_sink(settings)))
+    sent = False
+
+    async def after_round(n: int) -> None:
+        nonlocal sent
+        if n == 1 and reply_port is not None:
+            sent = await reply_by_email(settings, reply_port, out=lambda s: print(s, flush=True))
+
     try:
         if args.no_demo:
             await asyncio.Event().wait()
         else:
-            await run_demo(settings, rounds=args.rounds)
+            await run_demo(settings, rounds=args.rounds, after_round=after_round)
             await asyncio.sleep(10)  # let the last batches close and print
+            if sent:  # and the decisions about the reply, which came last
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(replied.wait(), 20)
+                await asyncio.sleep(1)
     finally:
         for task in tasks:
             task.cancel()
@@ -256,15 +303,25 @@ def run(args: argparse.Namespace) -> int:
             common += ["--faust", f]
         children.append(_spawn(["worker", *common], env, "worker.log"))
         started = f"worker (pid {children[-1].pid})"
+        reply_port: int | None = None
         if _senders_available():
             children.append(_spawn(["senders", *common], env, "senders.log"))
             started += f" and senders (pid {children[-1].pid})"
             where = f"{settings.outbox_dir}/ (.eml, .txt, .json)"
+            # reply by email: the agent, and an SMTP adapter the demo replies through
+            reply_port = free_port()
+            children.append(_spawn(["reply", *common], env, "reply.log"))
+            smtp = ["inbound-smtp", "--port", str(reply_port)]
+            children.append(_spawn(smtp, env, "inbound-smtp.log"))
+            started += f", reply (pid {children[-2].pid}), inbound-smtp (pid {children[-1].pid})"
         else:
             where = f"{settings.outbox_dir}/<channel>.jsonl"
         _say(f"{started} started (logs in {LOG_DIR}/); deliveries go to {where}")
         _say("decisions as they happen (Ctrl-C to stop):")
-        asyncio.run(_main(settings, args, time.monotonic()))
+        if reply_port is not None:
+            host = settings.inbound.smtp_host
+            _say(f"replies by email: reply agent, inbound-smtp on {host}:{reply_port}")
+        asyncio.run(_main(settings, args, time.monotonic(), reply_port))
         return 0
     except KeyboardInterrupt:
         _say("\nstopping ...")

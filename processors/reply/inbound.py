@@ -20,13 +20,16 @@ key (:func:`processors.reply.parse.mail_id`), and refuses a mail over
   A mail over the limit is not read: an InboundAudit ``TOO_LARGE`` is written instead
   (SES has already accepted it, so there is no sender to refuse).
 
-No mail text, address or secret is logged.
+No mail text, address or secret is logged. Each command exits 2 when a setting it needs
+is missing and 3, with one line on stderr, when the broker cannot be reached at start (no
+port is opened then: an MTA keeps retrying elsewhere instead of queueing into nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -46,6 +49,12 @@ log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Inbound-Secret"
 RATE_WINDOW_S = 60.0
+EXIT_USAGE = 2  # a setting or argument is missing
+EXIT_NO_BROKER = 3  # the broker could not be reached at start
+
+
+class BrokerUnreachableError(RuntimeError):
+    """The producer could not connect at start: the command says so and exits."""
 
 
 def with_trace(raw: bytes, recipients: Sequence[str]) -> bytes:
@@ -77,7 +86,22 @@ class InboundPublisher:
             # room for the limit plus the trace lines and the record framing
             max_request_size=self.settings.inbound.max_mail_bytes + 65_536,
         )
-        await self.producer.start()
+        # aiokafka logs each failed connect as an ERROR; at start we say it once ourselves
+        client_log = logging.getLogger("aiokafka")
+        level = client_log.level
+        client_log.setLevel(logging.CRITICAL)
+        try:
+            await self.producer.start()
+        except Exception as exc:  # noqa: BLE001 - aiokafka: KafkaConnectionError and kin
+            with contextlib.suppress(Exception):
+                await self.producer.stop()  # frees its connections (no "Unclosed" warning)
+            self.producer = None
+            raise BrokerUnreachableError(
+                f"cannot reach the broker at {bootstrap_servers(self.settings)} "
+                f"({type(exc).__name__})"
+            ) from None
+        finally:
+            client_log.setLevel(level)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -375,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=(args.log_level or settings.log_level).upper())
     if not settings.kafka_broker_url:
         print(f"chat-notifier {command}: KAFKA_BROKER_URL is not set", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     s = settings.inbound
     if command == "inbound-smtp":
         s.smtp_host, s.smtp_port = args.host or s.smtp_host, args.port or s.smtp_port
@@ -384,13 +408,13 @@ def run(args: argparse.Namespace) -> int:
         s.http_host, s.http_port = args.host or s.http_host, args.port or s.http_port
         if s.http_secret is None:
             print(f"chat-notifier {command}: INBOUND__HTTP_SECRET is not set", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         serve = serve_http
     else:
         s.ses_queue_url = args.queue_url or s.ses_queue_url
         if not s.ses_queue_url:
             print(f"chat-notifier {command}: no SQS queue (--queue-url)", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         serve = serve_ses
 
     async def main() -> None:
@@ -400,5 +424,10 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BrokerUnreachableError as exc:
+        # at start only: once running, a broker outage is answered per mail (451, 503)
+        print(f"chat-notifier {command}: {exc}", file=sys.stderr)
+        return EXIT_NO_BROKER
     return 0

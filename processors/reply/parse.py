@@ -90,6 +90,34 @@ REASONS: Final[tuple[str, ...]] = (
     "NO_TEXT",
 )
 
+#: Each audit reason in words, for ``chat-notifier explain`` (the README's table says the
+#: same; tests/reply/test_decision.py keeps the two in step).
+AUDIT_WHY: Final[Mapping[str, str]] = {
+    ACCEPTED: "posted to the conversation",
+    "TOO_LARGE": "the mail was over the size limit (INBOUND__MAX_MAIL_BYTES)",
+    "MALFORMED": "not a readable mail: no header block, or not exactly one From address",
+    "DUPLICATE": "this mail (same Message-ID) was already posted: a redelivery, or the "
+    "same mail through two adapters",
+    "OWN_MAIL": "it came from our own sending address or the reply domain (a mail loop)",
+    "BOUNCE": "a delivery status notification: a bounce, mail from mailer-daemon or "
+    "postmaster, or a null sender",
+    "AUTO_REPLY": "an automatic reply (Auto-Submitted, Precedence bulk/junk/list/auto_reply, "
+    "X-Autoreply or X-Autorespond)",
+    "NO_TOKEN": "no reply+... address at the reply domain in To, Cc, Delivered-To, "
+    "X-Original-To or the envelope",
+    "FORGED_TOKEN": "the reply address's token is not one of ours: bad signature, "
+    "tampered, unknown key or unknown reference",
+    "EXPIRED_TOKEN": "the reply address's token is authentic but expired (REPLY__TOKEN_TTL_DAYS)",
+    "FROM_MISMATCH": "the From address is not the one on file for the token's user "
+    "(a forwarded notification carries the token, so this is refused)",
+    "UNKNOWN_CONVERSATION": "no snapshot of the token's conversation had been read",
+    "WRONG_CONVERSATION": "the mail answers another conversation's notification thread",
+    "NOT_PARTICIPANT": "the user is no longer a participant of the conversation",
+    "READ_ONLY": "the user has Read access only in this conversation",
+    "NO_TEXT": "nothing was left once quoted text and signature were stripped, "
+    "or there was no text part",
+}
+
 #: Kafka's default record limit is 1 MiB (message.max.bytes, max.request.size): a mail
 #: must fit one record of ``email.inbound``. Raising this needs both raised too.
 MAX_MAIL_BYTES: Final = 1_000_000

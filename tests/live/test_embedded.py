@@ -40,9 +40,20 @@ def test_run_starts_everything_shows_decisions_and_fills_the_outbox(tmp_path: Pa
     first = emails[0].read_text()
     assert "Reply-To: reply+" in first and "List-Unsubscribe:" in first
     assert (tmp_path / "var" / "outbox" / "outbox.jsonl").exists()
+    # a reply round trip: bob answers his "Launch plan" email through inbound-smtp, and
+    # the decisions about the reply are marked; he is not notified of his own reply
+    smtp = re.search(r"inbound-smtp on 127\.0\.0\.1:(\d+)", out)
+    assert smtp, out[:800]
+    assert 'bob    replies by email (inbound-smtp): "Thanks Dan, I\'ll read them tonight."' in out
+    marked = [line for line in out.splitlines() if line.endswith("(reply by email)")]
+    assert any(" alice " in line and "SEND  -> email" in line for line in marked), out[-3000:]
+    assert any(" bob " in line and "own messages" in line for line in marked), out[-3000:]
+    assert all(" launch " in line for line in marked)
+    assert "reply: inbound mail ACCEPTED" in (tmp_path / "var" / "log" / "reply.log").read_text()
     # everything it started has stopped: nothing listens on the broker's port any more
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=2).close()
+    for stopped in (port, smtp):
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(stopped.group(1))), timeout=2).close()
 
 
 def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(

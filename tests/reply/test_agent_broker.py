@@ -63,3 +63,34 @@ def test_reply_posts_once_and_audits_every_mail(
     assert posted["message_id"] == audits[0]["message_id"]
     assert agent.alive()
     assert "Sounds good" not in agent.log() and "bob@" not in agent.log().lower()
+
+
+def test_dedupe_survives_a_restart_of_the_reply_agent(
+    reply_env: dict[str, Any], procs: Callable[..., Proc]
+) -> None:
+    """The posted table is changelogged: a mail delivered again after the agent restarts
+    (an MTA retry, a second adapter) is a DUPLICATE, and nothing is posted twice."""
+    bs, prefix = reply_env["bootstrap"], reply_env["prefix"]
+    agent = start_reply_agent(procs, reply_env)
+    good = mail(
+        QUOTED_REPLY,
+        to=reply_address(now_ms=int(time.time() * 1000)),
+        message_id="<restart-1@mail.example.org>",
+    )
+    produce(bs, prefix, [(t.EMAIL_INBOUND, mail_id(good), good)])
+    first = consume(bs, prefix, t.INBOUND_AUDIT, until=lambda v: len(v) >= 1)
+    assert [a["reason"] for a in first] == ["ACCEPTED"]
+    agent.stop()
+    assert agent.proc.returncode is not None
+
+    again = start_reply_agent(procs, reply_env)  # same app id: same group, same changelog
+    produce(bs, prefix, [(t.EMAIL_INBOUND, mail_id(good), good)])
+    audits = consume(bs, prefix, t.INBOUND_AUDIT, until=lambda v: len(v) >= 2)
+    # (the first mail may be read again if its offset was not committed before the stop:
+    # then it too is a DUPLICATE; either way every audit after the first says so)
+    assert [a["reason"] for a in audits][0] == "ACCEPTED"
+    assert {a["reason"] for a in audits[1:]} == {"DUPLICATE"}
+    assert all(a["mail_id"] == "restart-1@mail.example.org" for a in audits)
+    messages = consume(bs, prefix, t.MESSAGES, until=lambda v: len(v) >= 2, timeout=3)
+    assert len(messages) == 1
+    assert again.alive()

@@ -203,3 +203,16 @@ def test_audit_reasons_are_the_codecs_and_every_audit_encodes() -> None:
     for _name, raw, ctx, _reason in BAD:
         audit = decide_reply(raw, context(**ctx)).audit(NOW_MS)
         assert codec.decode("InboundAudit", codec.encode("InboundAudit", audit)) == audit
+
+
+def test_every_audit_reason_has_words_and_a_readme_row() -> None:
+    """explain words each reason from AUDIT_WHY; the README's table lists the same set."""
+    from pathlib import Path
+
+    from processors.reply.parse import AUDIT_WHY
+
+    assert tuple(AUDIT_WHY) == REASONS
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Reply by email", 1)[1].split("\n## ", 1)[0]
+    cells = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("|")]
+    assert sorted(c.strip("`") for c in cells if c.startswith("`")) == sorted(REASONS)
