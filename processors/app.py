@@ -21,6 +21,7 @@ import faust
 from faust.serializers import codecs
 
 from processors import topics as t
+from processors.live.metrics import install_faust_sensor
 from processors.live.recovery import install_recovery_guard
 from processors.settings import Settings
 
@@ -141,6 +142,7 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
     }
     conf.update(overrides)
     app = faust.App(app_id, **conf)
+    install_faust_sensor(app)  # Faust's Prometheus sensor: events in, offsets, tables
     _APP_SETTINGS[id(app)] = settings
     return app
 

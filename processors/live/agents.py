@@ -87,7 +87,7 @@ BOUNDED_TIMES = PromCounter(
 )
 FLUSHES = PromCounter("chat_notifier_flushes_total", "Flush records produced", ["cause"])
 DECISIONS = PromCounter(
-    "chat_notifier_decisions_total", "Decision records produced", ["outcome", "reason"]
+    "chat_notifier_decisions_total", "Decision records produced", ["outcome", "reason", "channel"]
 )
 FLUSH_LATENESS = Histogram(
     "chat_notifier_flush_lateness_seconds",
@@ -887,7 +887,9 @@ class Pipeline:
             await self._produce(t.CHANNEL_TOPICS[delivery["channel"]], rid, delivery)
 
     async def _emit_decision(self, key: str, decision: dict[str, Any]) -> None:
-        DECISIONS.labels(decision["outcome"], decision["reason"] or "").inc()
+        DECISIONS.labels(
+            decision["outcome"], decision["reason"] or "", decision.get("channel") or ""
+        ).inc()
         await self._produce(t.DECISIONS, key, decision)
         if self.on_decision is not None:
             self.on_decision(decision)

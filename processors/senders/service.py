@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 
 from processors.logsafe import for_log
 from processors.senders import render
@@ -71,6 +72,12 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 
+PROVIDER_SECONDS = Histogram(
+    "chat_notifier_provider_seconds",
+    "One call to the channel's provider (SES, SMTP, Twilio, FCM, Web Push), failed ones too",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 SETTINGS_FALLBACKS = PromCounter(
     "chat_notifier_settings_fallbacks_total",
     "Deliveries rendered with a default because an AppSettings field was refused",
@@ -381,7 +388,9 @@ class DeliveryService:
                     await self.sleep(wait)
             retry_after: float | None = None
             try:
-                provider_id = await sender.send(delivery, _narrow(content, remaining))
+                # the provider call alone (not the rate limiter's wait), failures too
+                with PROVIDER_SECONDS.labels(channel).time():
+                    provider_id = await sender.send(delivery, _narrow(content, remaining))
                 sent.update({a: provider_id for a in remaining})
                 remaining.clear()
                 break

@@ -51,6 +51,7 @@ from processors.app import (
 )
 from processors.live.broker import bootstrap_servers
 from processors.live.config import ConfigReader
+from processors.live.metrics import recovered, serve_pages
 from processors.senders.base import Sender, create_senders
 from processors.senders.service import DeliveryService, DeliverySource
 from processors.settings import Settings
@@ -130,7 +131,7 @@ class SenderAgents:
             bootstrap_servers(s), s.topic_prefix, names=False, label="senders"
         )
         app.task(self.config.run)
-        app.page("/ready")(_ready_page(self.config))
+        serve_pages(app, self.readiness)
         self.senders: dict[str, Sender] = (
             dict(senders) if senders is not None else create_senders(s, self.channels)
         )
@@ -203,20 +204,21 @@ class SenderAgents:
         SENDER_DEAD_LETTERS.labels(source.topic.rpartition(".")[2], stage).inc()
         await self.dead_letter_out.send(key=source.key, value=record)
 
+    def readiness(self) -> dict[str, Any]:
+        """Ready (``/ready`` 200) once the group is joined, the sent-stores of the
+        assigned partitions are recovered (else a redelivered Delivery would be sent
+        twice) and the settings are read up to their high-water marks (else rendered
+        with defaults)."""
+        tables = recovered(self.app)
+        return {
+            "ready": tables and self.config.ready,
+            "tables_recovered": tables,
+            "config_caught_up": self.config.ready,
+        }
+
     async def close(self) -> None:
         for sender in self.senders.values():
             await sender.close()
-
-
-def _ready_page(config: ConfigReader) -> Callable[[Any, Any], Any]:
-    # Faust inspects a page function's signature: a plain (web, request) function.
-    async def ready(web: Any, request: Any) -> Any:
-        return web.json(
-            {"ready": config.ready, "config_caught_up": config.ready},
-            status=200 if config.ready else 503,
-        )
-
-    return ready
 
 
 def attach_sender_agents(
