@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("core", "codec", "live", "senders")
+SUITES = ("core", "codec", "replay", "live", "senders")
 
 
 def main() -> int:
