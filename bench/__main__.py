@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("core", "codec", "live", "senders", "scale")
+SUITES = ("core", "codec", "replay", "live", "senders", "scale")
 
 
 def main() -> int:

@@ -1,0 +1,233 @@
+"""Replay benchmark: ``chat-notifier replay`` through the real CLI, beside its I/O floor.
+
+Input: deterministic mixed chat traffic as JSON Lines (35% messages, 35% typing, 30%
+presence over ~15k conversations, after the users/roles/conversations they refer to).
+Measured in one run, on the same file:
+
+* replay: ``chat-notifier replay --input F --output O`` as a subprocess, process start
+  included (events/s counts the input events);
+* floor: a subprocess that only parses every input line and writes the same output
+  records (read back from replay's output) with orjson, the fastest JSON library the
+  project depends on; nothing else;
+* malformed: the same file with 1% of its event lines replaced by bad ones (bad JSON,
+  wrong types, unknown values, a missing ts, binary junk), replayed the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+EVENTS = 300_000
+CONVERSATIONS = 15_000
+USERS = 20_000
+SEED = 11
+T0 = 1_764_000_000_000
+TEXTS = (
+    "see you at five?",
+    "Are we still on for 3pm? @bob — café ☕",
+    'she said "ok", then left: 10:30',
+    "path C:\\temp\\x, done",
+    "tab\there, line\nbreak",
+    "emoji 🎉 and ünïcödé",
+)
+
+
+def _line(topic: str, key: str | None, value: Any) -> bytes:
+    return orjson.dumps({"topic": topic, "key": key, "value": value}) + b"\n"
+
+
+def generate(n_events: int = EVENTS, seed: int = SEED) -> list[bytes]:
+    """Setup records, then ``n_events`` events in event-time order (as a topic dump)."""
+    rnd = random.Random(seed)
+    lines = [
+        _line(
+            "chat.roles",
+            "member",
+            {
+                "name": "member",
+                "email": True,
+                "sms": False,
+                "push": True,
+                "browser": True,
+                "ts": T0 - 1,
+            },
+        )
+    ]
+    for u in range(USERS):
+        uid = f"user-{u:05d}"
+        user = {
+            "user_id": uid,
+            "name": f"User {u}",
+            "email": f"{uid}@example.org",
+            "phone": None,
+            "role": "member" if u % 10 else None,
+            "locale": "en",
+            "push_tokens": [f"tok-{u}"] if u % 3 == 0 else [],
+            "browser_subscriptions": [],
+            "ts": T0 - 1,
+        }
+        lines.append(_line("chat.users", uid, user))
+    members: list[list[str]] = []
+    for c in range(CONVERSATIONS):
+        conv = f"conv-{c:05d}"
+        people = [f"user-{(c * 7 + k) % USERS:05d}" for k in range(3)]
+        members.append(people)
+        parts = [
+            {"user_id": p, "access": "ReadWrite", "notify": "All" if k else "MentionsOnly"}
+            for k, p in enumerate(people)
+        ]
+        value = {"conversation_id": conv, "subject": None, "participants": parts, "ts": T0 - 1}
+        lines.append(_line("chat.conversations", conv, value))
+    ts = T0
+    seq = 0
+    recent = [0] * 64  # conversations are bursty: most events go to one that is active
+    for _ in range(n_events):
+        ts += rnd.randint(0, 40)
+        if rnd.random() < 0.85:
+            c = rnd.choice(recent)
+        else:
+            c = rnd.randrange(CONVERSATIONS)
+            recent[rnd.randrange(len(recent))] = c
+        conv = f"conv-{c:05d}"
+        user = rnd.choice(members[c])
+        roll = rnd.random()
+        if roll < 0.35:
+            seq += 1
+            value: dict[str, Any] = {
+                "message_id": f"msg-{seq:08d}",
+                "conversation_id": conv,
+                "sender_id": user,
+                "type": "UserMessage",
+                "text": TEXTS[seq % len(TEXTS)],
+                "mentions": [members[c][0]] if seq % 5 == 0 else [],
+                "origin": "web",
+                "ts": ts,
+            }
+            lines.append(_line("chat.messages", conv, value))
+        elif roll < 0.70:
+            value = {"conversation_id": conv, "user_id": user, "typing": roll < 0.65, "ts": ts}
+            lines.append(_line("chat.typing", conv, value))
+        else:
+            value = {
+                "user_id": user,
+                "session_id": f"s{rnd.randrange(3)}",
+                "online": rnd.random() < 0.8,
+                "selected_conversation_id": conv if rnd.random() < 0.3 else None,
+                "focused": rnd.random() < 0.5,
+                "ts": ts,
+            }
+            lines.append(_line("chat.presence", user, value))
+    return lines
+
+
+def malformed(lines: list[bytes], share: float = 0.01, seed: int = SEED) -> tuple[list[bytes], int]:
+    """The same lines with ``share`` of the event lines replaced by bad ones of every kind."""
+    rnd = random.Random(seed)
+    bad = [
+        b'{"topic": "chat.typing", "key": "c", "value": {"conversation_id": "c"\n',  # bad JSON
+        b'{"topic": "chat.typing", "key": "conv-00001", "value": {"conversation_id": '
+        b'"conv-00001", "user_id": 7, "typing": true, "ts": 1}}\n',  # wrong type
+        b'{"topic": "chat.messages", "key": "conv-00001", "value": {"message_id": "m", '
+        b'"conversation_id": "conv-00001", "type": "Chat", "text": "x", "ts": 1}}\n',  # enum
+        b'{"topic": "chat.presence", "key": "u", "value": {"user_id": "u", '
+        b'"session_id": "s", "online": true, "focused": true}}\n',  # missing ts
+        b"\xff\xfe\x80junk\x01\x02\x03 not a record\n",  # binary junk
+    ]
+    out = list(lines)
+    first_event = USERS + CONVERSATIONS + 1
+    picks = rnd.sample(range(first_event, len(out)), int((len(out) - first_event) * share))
+    for n, index in enumerate(sorted(picks)):
+        out[index] = bad[n % len(bad)]
+    return out, len(picks)
+
+
+# The floor's output records are loaded before its clock starts; its time is the timed
+# part plus the start of an interpreter that imports orjson (measured on its own).
+FLOOR = """
+import gc, sys, time, orjson
+loads, dumps = orjson.loads, orjson.dumps
+with open(sys.argv[2], "rb") as f:
+    records = [loads(line) for line in f]
+gc.collect(); gc.freeze()
+start = time.perf_counter()
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        loads(line)
+with open(sys.argv[3], "wb") as out:
+    batch = []
+    for r in records:
+        batch.append(dumps(r))
+        if len(batch) >= 1024:
+            out.write(b"\\n".join(batch) + b"\\n"); batch.clear()
+    out.write(b"\\n".join(batch) + b"\\n" if batch else b"")
+print(time.perf_counter() - start)
+"""
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("chat-notifier")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "processors.cli"]
+
+
+def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed, proc
+
+
+def best_of(runs: int, cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    results = [_timed(cmd) for _ in range(runs)]
+    return min(results, key=lambda r: r[0])
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_REPLAY_EVENTS", EVENTS))
+    runs = int(os.environ.get("BENCH_REPLAY_RUNS", 3))
+    lines = generate(n)
+    bad_lines, n_bad = malformed(lines)
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        src, out, floor_out = Path(tmp, "in.jsonl"), Path(tmp, "out.jsonl"), Path(tmp, "f.jsonl")
+        bad_src, bad_out = Path(tmp, "bad.jsonl"), Path(tmp, "bad-out.jsonl")
+        src.write_bytes(b"".join(lines))
+        bad_src.write_bytes(b"".join(bad_lines))
+        replay_s, _ = best_of(runs, [*_cli(), "replay", "--input", str(src), "--output", str(out)])
+        outputs = sum(1 for _ in out.open("rb"))
+        floor_s, _ = best_of(
+            runs, [sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)]
+        )
+        bad_s, proc = best_of(
+            runs, [*_cli(), "replay", "--input", str(bad_src), "--output", str(bad_out)]
+        )
+        reported = proc.stderr.count("replay: skipped line ")
+        summary = [r for r in proc.stderr.splitlines() if r.startswith("bad input lines")]
+    print(
+        f"input: {len(lines):,} lines ({n:,} events, {len(lines) - n:,} setup records), "
+        f"{sum(map(len, lines)) / 1e6:.0f} MB; "
+        f"output: {outputs:,} records"
+    )
+    print(
+        f"replay (CLI, process start included): {n / replay_s:,.0f} events/s "
+        f"({replay_s:.2f} s; setup records not counted as events)"
+    )
+    print(f"I/O floor (orjson parse + write, same lines): {floor_s:.2f} s")
+    print(f"replay / floor: {replay_s / floor_s:.2f}")
+    print(
+        f"1% malformed ({n_bad:,} bad lines, {reported} shown, {summary[0].split()[-1] if summary else '?'} "
+        f"counted): {bad_s:.2f} s, malformed / clean: {bad_s / replay_s:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
