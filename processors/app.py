@@ -71,6 +71,7 @@ WEB_PORT_OFFSETS: dict[str, int] = {
     "senders-sms": 3,
     "senders-push": 4,
     "senders-browser": 5,
+    "reply": 6,
 }
 
 

@@ -42,7 +42,15 @@ from prometheus_client import Counter as PromCounter
 
 from processors import codec
 from processors import topics as t
-from processors.app import app_settings, create_app, raw_topic, record_topic
+from processors.app import (
+    app_settings,
+    create_app,
+    default_web_port,
+    raw_topic,
+    record_topic,
+    web_port_in_use,
+)
+from processors.live.metrics import recovered, serve_pages
 from processors.reply.parse import ReplyContext, ReplyDecision, decide_reply
 from processors.senders.render import DEFAULT_EMAIL_FROM
 from processors.senders.tokens import ReplyKeys, conversation_ref
@@ -202,6 +210,18 @@ class ReplyAgent:
         self.audit_out = record_topic(app, t.INBOUND_AUDIT)
         app.task(self.reader.run)
         app.agent(raw_topic(app, t.EMAIL_INBOUND), name="reply")(self._agent)
+        serve_pages(app, self.readiness)
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready once the dedupe table is recovered (a mail delivered twice across a
+        restart must not post twice) and the snapshots are read to their ends."""
+        tables = recovered(self.app)
+        snapshots = self.reader.ready.is_set()
+        return {
+            "ready": tables and snapshots,
+            "tables_recovered": tables,
+            "snapshots_caught_up": snapshots,
+        }
 
     def context(self) -> ReplyContext:
         s, r = self.settings, self.reader
@@ -281,7 +301,12 @@ def run(args: argparse.Namespace) -> int:
         print("chat-notifier reply: KAFKA_BROKER_URL is not set", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper())
-    app = create_app(settings, app_id=args.app_id, **faust_overrides(args))
+    faust_settings = {"web_port": default_web_port(settings, "reply"), **faust_overrides(args)}
+    app = create_app(settings, app_id=args.app_id, **faust_settings)
+    problem = web_port_in_use(app)
+    if problem:
+        print(f"chat-notifier reply: {problem}", file=sys.stderr)
+        return 2
     attach_reply_agent(app)
     ensure_topics_sync(settings, reply_changelog_topics(args.app_id))
     run_app(app, log_level=settings.log_level)

@@ -121,8 +121,8 @@ def stack(tansu: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     ensure(tansu.bootstrap, prefix, app_id)
     ensure_reply_topics(tansu.bootstrap, prefix, f"{prefix}reply")
     env = base_env(tansu.bootstrap, prefix, tmp, CONVERSATION_PARTITIONS="4", USER_PARTITIONS="4")
-    base = free_base(2)
-    worker_port, senders_port = base, base + 1
+    base = free_base(3)
+    worker_port, senders_port, reply_port = base, base + 1, base + 2
     procs: list[Proc] = []
     try:
         worker_ready, senders_ready = ReadyWatch(worker_port), ReadyWatch(senders_port)
@@ -142,7 +142,8 @@ def stack(tansu: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         )
         procs.append(senders)
         reply = Proc(
-            ["reply", "--app-id", f"{prefix}reply", "--store", "memory://", "--without-web"]
+            ["reply", "--app-id", f"{prefix}reply", "--store", "memory://"]
+            + ["--web-port", str(reply_port)]
             + _faust_args(),
             env,
             tmp / "reply.log",
@@ -219,7 +220,11 @@ def stack(tansu: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
         time.sleep(1.5)  # one more commit interval: offsets committed, lag settles
         scraped = {
             name: {path: _get(port, path) for path in ("/metrics", "/health", "/ready")}
-            for name, port in (("worker", worker_port), ("senders", senders_port))
+            for name, port in (
+                ("worker", worker_port),
+                ("senders", senders_port),
+                ("reply", reply_port),
+            )
         }
         yield {
             "ready": {"worker": worker_ready.seen, "senders": senders_ready.seen},
@@ -247,7 +252,7 @@ def test_ready_goes_from_503_to_200_after_recovery(stack: dict[str, Any]) -> Non
 
 def test_worker_and_senders_serve_metrics_health_ready(stack: dict[str, Any]) -> None:
     prefix = stack["prefix"]
-    for name in ("worker", "senders"):
+    for name in ("worker", "senders", "reply"):
         pages = stack["scraped"][name]
         assert pages["/health"] == (200, '{"status": "ok"}') or json.loads(pages["/health"][1]) == {
             "status": "ok"
@@ -257,6 +262,10 @@ def test_worker_and_senders_serve_metrics_health_ready(stack: dict[str, Any]) ->
 
     worker = _metric_lines(stack["scraped"]["worker"]["/metrics"][1])
     senders = _metric_lines(stack["scraped"]["senders"]["/metrics"][1])
+    reply = _metric_lines(stack["scraped"]["reply"]["/metrics"][1])
+    assert any(line.startswith("chat_notifier_inbound_mail_total{") for line in reply), reply[:20]
+    ready = json.loads(stack["scraped"]["reply"]["/ready"][1])
+    assert ready["tables_recovered"] is True and ready["snapshots_caught_up"] is True
 
     def has(lines: list[str], name: str, **labels: str) -> bool:
         want = [f'{k}="{v}"' for k, v in labels.items()]
