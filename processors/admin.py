@@ -18,7 +18,7 @@ Rules decided here:
 * **A change always wins.** Its ``ts`` (and its Kafka timestamp, which orders a
   tombstone) is ``max(now, ts in force + 1)``: the reader keeps the higher ``ts``, so a
   record written after a clock step back, or after a record stamped slightly ahead, still
-  replaces it. Writing increasing ``ts`` also keeps compaction safe (DESIGN §11).
+  replaces it. Writing increasing ``ts`` also keeps compaction safe (contract §11).
 * **A new role** takes every channel off except those named: nothing is sent that an
   admin did not turn on (SMS costs money). ``roles set`` on an existing role merges: the
   channels not named keep their value; naming none is refused (nothing to change).

@@ -5,7 +5,7 @@ Every agent module builds on :func:`create_app` and declares its topics through
 agent so that a bad record can be dead-lettered instead of crashing the stream) or
 :func:`record_topic` (output topics: dicts in, encoded by a registered Avro codec).
 
-Faust knobs that matter on the local broker (see ``shared/notes/faust-on-tansu.md``):
+Faust knobs that matter on the local broker (see ``docs/live-worker.md``):
 no exactly-once (at-least-once with deterministic ids instead), a short session timeout
 so a new group joins quickly, and topics created by :mod:`processors.live.broker` with
 their configs before Faust declares them.
@@ -38,7 +38,7 @@ def app_settings(app: faust.App) -> Settings:
 
 
 def partitions_for(settings: Settings, name: str) -> int:
-    """Partition count of topic ``name`` (unprefixed) under ``settings`` (DESIGN §2)."""
+    """Partition count of topic ``name`` (unprefixed) under ``settings`` (contract §2)."""
     spec = t.TOPICS.get(name)
     group = spec.group if spec is not None else "single"
     if group == "conversation":
@@ -190,7 +190,7 @@ def record_topic(app: faust.App, name: str) -> faust.TopicT:
     """Output topic ``name`` whose values are JSON-form dicts of its Avro record.
 
     Values are encoded with the registered ``avro:<Record>`` codec (Avro single-object,
-    DESIGN §3); keys are UTF-8 strings.
+    contract §3); keys are UTF-8 strings.
     """
     settings = app_settings(app)
     spec = t.TOPICS[name]

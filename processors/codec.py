@@ -1,4 +1,4 @@
-"""The wire codec: every record type in ``schemas/``, in and out of bytes (DESIGN §3).
+"""The wire codec: every record type in ``schemas/``, in and out of bytes (contract §3).
 
 Pure: no Faust or Kafka imports, no clock, no environment. fastavro does the Avro work:
 it resolves the named types across the schema files (``parse_schema`` with
@@ -18,7 +18,7 @@ Formats, told apart by their first bytes (:func:`decode`):
   ``schema_lookup`` (schema id -> writer schema; :mod:`processors.registry` builds one on
   a schema registry) decodes it, caching each writer schema; the lookup's failure
   (registry unreachable, unknown id) is the record's :class:`DecodeError`.
-* ``{`` after optional whitespace: JSON in the form of DESIGN §8, validated against the
+* ``{`` after optional whitespace: JSON in the form of contract §8, validated against the
   same schema, defaults filled, in exactly the shape Avro decoding gives.
 
 Allowed values. Enum-like fields are Avro ``string``s, and the values allowed are ONE
@@ -41,7 +41,7 @@ fields, types and enum-like values, never the text of a message. Invalid values 
 schema does not know (a newer producer may add one); ``encode`` rejects them (a typo).
 JSON form of ``bytes`` (only ``DeadLetter.key``/``value``): a string of code points 0-255.
 
-:func:`json_line` writes one replay output line (DESIGN §9) with a writer compiled from
+:func:`json_line` writes one replay output line (contract §9) with a writer compiled from
 the same schema: the bytes ``json.dumps(..., ensure_ascii=False)`` gives, at orjson speed.
 """
 

@@ -286,7 +286,7 @@ def checklist(
     conversation: Mapping[str, Any] | None = None,
     outcomes: Sequence[Mapping[str, Any]] = (),
 ) -> Diagnosis:
-    """The checklist in DESIGN §5's order and one verdict per channel.
+    """The checklist in contract §5's order and one verdict per channel.
 
     ``presence`` is the user's status for ``conversation_id`` now (for no conversation,
     the status for one they are not viewing). ``outcomes`` are their recent Outcome

@@ -1,7 +1,7 @@
 """``chat-notifier replay``: the core over recorded events, on event time, sending nothing.
 
 Input and output are JSON Lines of ``{"topic": ..., "key": ..., "value": {...}}``
-(DESIGN §9); an input line may also carry ``"timestamp"``, the Kafka record timestamp
+(contract §9); an input line may also carry ``"timestamp"``, the Kafka record timestamp
 in epoch ms. Every value is validated against its topic's schema (the same codec the
 workers use) and then goes through the same door as in the worker
 (:mod:`processors.core.admission`): ids with control characters, impossible event
@@ -49,7 +49,7 @@ from processors.topics import (
 )
 
 Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
-# Topics where a null value (with a key) deletes the record (DESIGN §11).
+# Topics where a null value (with a key) deletes the record (contract §11).
 DELETABLE = (USERS, CONVERSATIONS, ROLES, SETTINGS)
 
 SETTABLE = ("inactivity_seconds", "typing_ttl_seconds", "max_batch_seconds", "presence_ttl_seconds")

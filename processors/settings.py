@@ -66,7 +66,7 @@ class BrowserSettings(BaseModel):
 
 
 class ReplySettings(BaseModel):
-    """Reply-by-email tokens (DESIGN §7). Keys are ``id:secret`` pairs; the first signs."""
+    """Reply-by-email tokens (contract §7). Keys are ``id:secret`` pairs; the first signs."""
 
     token_keys: list[SecretStr] = Field(
         default_factory=lambda: [SecretStr("k1:dev-only-reply-token-key-change-me")]
@@ -75,7 +75,7 @@ class ReplySettings(BaseModel):
 
 
 class InboundSettings(BaseModel):
-    """Reply by email, the inbound side (DESIGN §7; processors/reply)."""
+    """Reply by email, the inbound side (contract §7; processors/reply)."""
 
     reply_domain: str = "reply.chat.example"  # RCPT accepted only here; tokens only here
     max_mail_bytes: int = 1_000_000  # one email.inbound record; Kafka's default limit is 1 MiB

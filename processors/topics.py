@@ -1,4 +1,4 @@
-"""Topic names, keys and record types (DESIGN §2), declared once."""
+"""Topic names, keys and record types (contract §2), declared once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``chat-notifier replay`` from the command line, on JSONL files (DESIGN §9)."""
+"""``chat-notifier replay`` from the command line, on JSONL files (contract §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The .avsc files are the wire contract (DESIGN §3, §8; schemas/README.md).
+"""The .avsc files are the wire contract (contract §3, §8; schemas/README.md).
 
 These tests read the schema files directly (not through the codec) and check them against
 the contract, and check that an independent Avro implementation (avro-python3) agrees with

@@ -1,4 +1,4 @@
-"""Who is notified, and on which channel (DESIGN §5).
+"""Who is notified, and on which channel (contract §5).
 
 :func:`fan_out` turns a Flush into one Candidate per participant (the repartition
 step: candidates are keyed by recipient so the decision is a local lookup of the
@@ -32,7 +32,7 @@ class Reason(StrEnum):
     VIEWING = "VIEWING"
     CHANNEL_DISABLED = "CHANNEL_DISABLED"
     NO_ADDRESS = "NO_ADDRESS"
-    READ_ONLY = "READ_ONLY"  # reply-by-email from a Read participant (DESIGN §7)
+    READ_ONLY = "READ_ONLY"  # reply-by-email from a Read participant (contract §7)
 
 
 # Plain strings for the records (str() of an enum member costs a call per field).
@@ -160,7 +160,7 @@ def recipient_skip(
 ) -> tuple[Reason, str | None] | None:
     """Why this recipient is not notified at all (reason, human detail), or None.
 
-    ``others`` are the batch's messages not sent by the recipient. The order is DESIGN
+    ``others`` are the batch's messages not sent by the recipient. The order is contract
     §5's, which is also the order of salience for someone asking "why no
     notification?": facts about the conversation first (their own messages, their
     per-conversation setting), then facts about the user's account (unknown, no role,
@@ -203,7 +203,7 @@ def decide(
 
     Records are validated (the codec fills every field), so fields are indexed directly.
     A recipient-level skip (:func:`recipient_skip`) yields one Decision with channel
-    null; otherwise there is one Decision per channel, in DESIGN §5's order (the role's
+    null; otherwise there is one Decision per channel, in contract §5's order (the role's
     channel toggle, then an address).
     """
     rid: str = candidate["recipient_id"]

@@ -1,1 +1,1 @@
-"""The live pipeline: Faust agents on Kafka around the pure core (DESIGN §2–§5, §10)."""
+"""The live pipeline: Faust agents on Kafka around the pure core (contract §2–§5, §10)."""

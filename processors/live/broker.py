@@ -2,7 +2,7 @@
 
 Topics are created up front with explicit ``cleanup.policy`` and ``retention.ms``: Tansu
 reports no ``retention.ms`` for topics created without configs, and clients that read
-it expect one (shared/notes/faust-on-tansu.md).
+it expect one (docs/live-worker.md).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ _PARTITION_FIELD = {
 }
 
 #: Topics one agent reads together, keyed alike: they must share a partition count
-#: (DESIGN §2), as must the changelogs of the tables partitioned like them.
+#: (contract §2), as must the changelogs of the tables partitioned like them.
 CO_PARTITIONED: dict[str, tuple[str, ...]] = {
     "conversation": (t.MESSAGES, t.TYPING, t.CONVERSATIONS, t.FLUSHES),
     "user": (t.PRESENCE, t.USERS, t.CANDIDATES),

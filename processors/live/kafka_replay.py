@@ -1,4 +1,4 @@
-"""Replay input from Kafka topics over an offset or time range (DESIGN §9).
+"""Replay input from Kafka topics over an offset or time range (contract §9).
 
 :func:`read_topics` reads the given input topics without joining a consumer group
 (nothing is committed, nothing is produced) and yields ``(topic, key, value)`` in

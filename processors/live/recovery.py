@@ -1,7 +1,7 @@
 """Read the changelog tail that Faust's recovery skips on brokers with a short ListOffsets.
 
 Tansu answers ListOffsets(LATEST) with the base offset of the *last record batch* + 1
-instead of the true end offset (shared/notes/faust-on-tansu.md). Faust recovers a
+instead of the true end offset (docs/live-worker.md). Faust recovers a
 table up to that number, so when the last batch of a changelog partition holds more
 than one record, the records after its first are silently missing from the recovered
 table (measured: 25 of 60,000 updates rolled back after a rebalance).

@@ -1,4 +1,4 @@
-"""``chat-notifier worker``: the conversation and decision agents (DESIGN §10).
+"""``chat-notifier worker``: the conversation and decision agents (contract §10).
 
 Configuration comes from the environment (``KAFKA_BROKER_URL``, ``TOPIC_PREFIX``,
 ``CONVERSATION_PARTITIONS``, ``USER_PARTITIONS``, ``STORE``, ``DATA_DIR``,
@@ -133,7 +133,7 @@ def run_app(app: faust.App, *, log_level: str = "INFO") -> None:
 
 def run(args: argparse.Namespace) -> int:
     # --set values are the starting defaults; an AppSettings record on chat.settings
-    # replaces them (logged), a tombstone there brings them back (DESIGN §4).
+    # replaces them (logged), a tombstone there brings them back (contract §4).
     try:
         core_overrides = parse_set(args.set or ())
     except SettingsError as exc:

@@ -1,1 +1,1 @@
-"""Reply by email (DESIGN §7): inbound adapters, the pure reply decision, the reply agent."""
+"""Reply by email (contract §7): inbound adapters, the pure reply decision, the reply agent."""

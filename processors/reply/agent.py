@@ -1,4 +1,4 @@
-"""``chat-notifier reply``: the reply agent (DESIGN §7).
+"""``chat-notifier reply``: the reply agent (contract §7).
 
 Consumes ``email.inbound`` (raw MIME bytes, key the mail's dedupe key), decides each
 mail with the pure :func:`processors.reply.parse.decide_reply`, and publishes:

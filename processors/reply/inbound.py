@@ -1,4 +1,4 @@
-"""Inbound adapters: raw reply mail onto ``email.inbound`` (DESIGN §7).
+"""Inbound adapters: raw reply mail onto ``email.inbound`` (contract §7).
 
 Three commands, one rule: each lands the raw MIME bytes, unchanged except for one
 prepended ``X-Original-To: <recipient>`` trace line per envelope recipient (what Postfix

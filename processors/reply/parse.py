@@ -1,4 +1,4 @@
-"""The reply decision: one inbound mail in, one audit decision out (DESIGN §7). Pure.
+"""The reply decision: one inbound mail in, one audit decision out (contract §7). Pure.
 
 No Kafka, no clock, no environment: time, keys and every lookup (token references,
 conversation snapshots, users, already-posted mails) are passed in, so the same mail and

@@ -1,4 +1,4 @@
-"""The sender error taxonomy (DESIGN §6).
+"""The sender error taxonomy (contract §6).
 
 Every channel backend raises only these, so the delivery service decides retry,
 outcome and dead-letter without knowing any provider:

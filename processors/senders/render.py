@@ -1,4 +1,4 @@
-"""Pure payload builders for every channel (DESIGN §6).
+"""Pure payload builders for every channel (contract §6).
 
 Each ``build_*`` takes the Delivery record (its JSON form), the AppSettings record
 or the :class:`AppLinks` checked from it (links and sender identities; missing or

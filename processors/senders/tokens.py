@@ -1,4 +1,4 @@
-"""Reply tokens for ``Reply-To: reply+<token>@<reply domain>`` (DESIGN §7).
+"""Reply tokens for ``Reply-To: reply+<token>@<reply domain>`` (contract §7).
 
 A token proves that *we* invited user U to reply into conversation C until time T.
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 LOCAL_PART_PREFIX = "reply+"
 LOCAL_PART_MAX = 64  # RFC 5321 §4.5.3.1.1
 TOKEN_MAX = LOCAL_PART_MAX - len(LOCAL_PART_PREFIX)  # 58 characters
-MAC_BYTES = 16  # 128-bit truncated HMAC-SHA256 (DESIGN §7: at least 128 bits)
+MAC_BYTES = 16  # 128-bit truncated HMAC-SHA256 (contract §7: at least 128 bits)
 REF_BYTES = 10  # 80-bit conversation reference; collisions only cost a failed verify
 KID_MAX = 6  # so that a reference-mode token always fits: 6 + 1 + 50 <= 58
 MODE_INLINE = 1

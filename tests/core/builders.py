@@ -1,4 +1,4 @@
-"""Small record builders for core tests (JSON form of DESIGN §8; times in ms)."""
+"""Small record builders for core tests (JSON form of contract §8; times in ms)."""
 
 from __future__ import annotations
 

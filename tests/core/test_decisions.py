@@ -1,4 +1,4 @@
-"""DESIGN §5: every skip reason and the send path, in check order."""
+"""contract §5: every skip reason and the send path, in check order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config topics of any shape (DESIGN §11): roles, settings and display names reach every
+"""Config topics of any shape (contract §11): roles, settings and display names reach every
 worker and sender whatever the partition counts; bad config records are dead-lettered;
 partition counts that cannot work refuse a start with one line."""
 

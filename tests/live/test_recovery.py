@@ -1,8 +1,8 @@
-"""State survives crashes and moves with its partitions (DESIGN §10).
+"""State survives crashes and moves with its partitions (contract §10).
 
 Tansu answers ListOffsets(LATEST) with the base offset of the last record batch + 1,
 so Faust's changelog recovery can stop short of the tail on this broker
-(shared/notes/faust-on-tansu.md). The worker checks recovered changelog partitions
+(docs/live-worker.md). The worker checks recovered changelog partitions
 against the fetch high-water mark and replays the missed tail itself; these tests
 would lose messages without that (see ``test_recovery_reads_changelog_tail``).
 """
@@ -201,4 +201,4 @@ def test_broker_list_offsets_stops_at_last_batch(tansu: Any, prefix: str) -> Non
     assert highwater == 5
     if listed == highwater:
         pytest.skip("this broker reports the true end offset; nothing to repair")
-    assert listed < highwater  # the quirk, as measured in shared/notes/faust-on-tansu.md
+    assert listed < highwater  # the quirk, as measured in docs/live-worker.md

@@ -4,7 +4,7 @@ Both come down to a RocksDB persisted offset that Faust's recovery checks agains
 changelog's "highwater" as the broker's ListOffsets reports it:
 
 * after a SIGKILL on the same broker the persisted offset can be past Tansu's answer
-  (the last record batch's base offset + 1; shared/notes/faust-on-tansu.md) although the
+  (the last record batch's base offset + 1; docs/live-worker.md) although the
   record exists: ``ConsistencyError`` at start, before the fix;
 * a data dir from an earlier broker (or re-created topics) holds offsets past the new
   changelog's end: the local store must be rebuilt from the changelog, in one log line.
