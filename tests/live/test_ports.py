@@ -70,6 +70,7 @@ def test_default_ports_differ_per_command() -> None:
         "senders-sms": 6069,
         "senders-push": 6070,
         "senders-browser": 6071,
+        "dashboard": 6072,
     }
 
 
