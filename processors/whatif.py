@@ -171,7 +171,9 @@ class Runs:
             name: (sorted(self.recorded[name]), float(value))
             for name, value in self.candidate_overrides.items()
         }
-        out = compare(self.base_tally, self.cand_tally, settings=settings, roles=self.role_overrides)
+        out = compare(
+            self.base_tally, self.cand_tally, settings=settings, roles=self.role_overrides
+        )
         out["sentence"] = describe(out, traffic=traffic)
         return out
 

@@ -50,7 +50,7 @@ def sends_per_hour(hours: Sequence[tuple[int, Counter[tuple[str, str]]]]) -> Mar
         y = TOP + plot_h * (1 - frac)
         parts.append(
             f'<line x1="{LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{int(top * frac)}</text>'
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{top * frac:g}</text>'
         )
     for i, (start, counts) in enumerate(hours):
         x = LEFT + i * slot + slot * 0.15
