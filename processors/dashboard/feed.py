@@ -132,11 +132,12 @@ class Activity:
             try:
                 queue.put_nowait(decision)
             except asyncio.QueueFull:
+                # "you are dropped": the stream ends after what it holds and the
+                # browser's EventSource reconnects (one queued decision makes room)
                 self.subscribers.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(
-                        {}
-                    )  # "you are dropped": the stream ends, EventSource reconnects
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait({})
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[dict[str, Any]]]:
