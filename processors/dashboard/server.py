@@ -659,7 +659,8 @@ async def activity_stream(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    with dash.activity.subscribe() as queue:
+    with dash.activity.subscribe() as queue, contextlib.suppress(ConnectionResetError):
+        # ConnectionResetError: the page was closed; a keep-alive or an event finds out
         await response.write(b"retry: 2000\n: connected\n\n")
         while True:
             try:
