@@ -61,8 +61,9 @@ def broker_urls(settings: Settings) -> str:
 
 
 #: Default web port of each long-running command: ``WEB_PORT_BASE`` (6066) + offset, so
-#: a worker (6066), ``senders`` (6067) and one ``senders --channel X`` per channel
-#: (email 6068, sms 6069, push 6070, browser 6071) run side by side on one host.
+#: a worker (6066), ``senders`` (6067), one ``senders --channel X`` per channel (email
+#: 6068, sms 6069, push 6070, browser 6071), the dashboard (6072) and the reply agent
+#: (6073) run side by side on one host.
 #: ``--web-port`` / ``WEB_PORT`` override it; ``--without-web`` turns the server off.
 WEB_PORT_OFFSETS: dict[str, int] = {
     "worker": 0,
@@ -71,7 +72,8 @@ WEB_PORT_OFFSETS: dict[str, int] = {
     "senders-sms": 3,
     "senders-push": 4,
     "senders-browser": 5,
-    "reply": 6,
+    "dashboard": 6,
+    "reply": 7,
 }
 
 

@@ -34,6 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "roles": ("processors.admin_cli:roles_command", "list, show, set or delete roles"),
     "settings": ("processors.admin_cli:settings_command", "show or change the app settings"),
     "diagnose": ("processors.diagnose", "the troubleshooting checklist for one user, now"),
+    "dashboard": (
+        "processors.dashboard.server",
+        "the admin web app: roles, settings, users, activity, overview",
+    ),
 }
 
 

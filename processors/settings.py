@@ -92,6 +92,16 @@ class InboundSettings(BaseModel):
     ses_secret_access_key: SecretStr | None = None
 
 
+class DashboardSettings(BaseModel):
+    """``chat-notifier dashboard``: the admin token every page requires.
+
+    Unset: on a loopback address the dashboard makes one up at start and prints it; on
+    any other address it refuses to start (nobody else should reach an open admin page).
+    """
+
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -124,6 +134,7 @@ class Settings(BaseSettings):
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     reply: ReplySettings = Field(default_factory=ReplySettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
 
 def load_settings(**overrides: object) -> Settings:

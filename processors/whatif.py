@@ -127,8 +127,9 @@ def _check_chart(chart: Path, input_path: Path | None) -> None:
         raise ReplayFileError(f"--chart {chart} is a directory", EXIT_OUTPUT_UNWRITABLE)
 
 
-class _Runs:
-    """The two engines fed in step, and what they produced."""
+class Runs:
+    """The two engines fed in step, and what they produced (the dashboard's settings page
+    feeds it too, over the last hours of the input topics)."""
 
     def __init__(
         self, overrides: Mapping[str, Any], role_overrides: Mapping[str, Mapping[str, bool]]
@@ -137,6 +138,7 @@ class _Runs:
         self.baseline = Engine(None, deliveries=False)
         self.candidate = Engine(overrides, deliveries=False)
         self.role_overrides = role_overrides
+        self.candidate_overrides = dict(overrides)
         self.base_tally = Tally()
         self.cand_tally = Tally()
         self.roles_seen: set[str] = set()
@@ -162,6 +164,18 @@ class _Runs:
         if self.recorded and (out or not any(self.recorded.values())):
             self._note(base.cfg)  # also when nothing closed: say what was in force
         self.cand_tally.add_all(cand.finish())
+
+    def comparison(self, traffic: str = "this traffic") -> dict[str, Any]:
+        """:func:`compare` of the two runs (after :meth:`feed_all`), with its sentence."""
+        settings = {
+            name: (sorted(self.recorded[name]), float(value))
+            for name, value in self.candidate_overrides.items()
+        }
+        out = compare(
+            self.base_tally, self.cand_tally, settings=settings, roles=self.role_overrides
+        )
+        out["sentence"] = describe(out, traffic=traffic)
+        return out
 
     def _note(self, cfg: CoreSettings) -> None:
         values = settings_values(cfg)
@@ -213,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     tune_gc()
     errors: list[ReplayInputError] = []
     door = DoorCounts()
-    runs = _Runs(overrides, role_overrides)
+    runs = Runs(overrides, role_overrides)
     try:
         with contextlib.ExitStack() as stack:
             if args.from_kafka:
@@ -247,12 +261,8 @@ def run(args: argparse.Namespace) -> int:
             f"{PROG}: skipped {len(errors) - MAX_REPORTED_LINES} more bad lines (not shown)",
             file=sys.stderr,
         )
-    settings = {
-        name: (sorted(runs.recorded[name]), float(value)) for name, value in overrides.items()
-    }
-    comparison = compare(runs.base_tally, runs.cand_tally, settings=settings, roles=role_overrides)
-    sentence = describe(comparison)
-    comparison["sentence"] = sentence
+    comparison = runs.comparison()
+    sentence = comparison["sentence"]
     comparison["input"] = {
         "bad_lines": len(errors),
         "rekeyed": door.rekeyed,

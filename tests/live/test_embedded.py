@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,8 +63,13 @@ def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
     tmp_path: Path,
 ) -> None:
     """README "Admin from the command line": `make run` in one terminal, `roles list` and
-    `diagnose` in another, with the KAFKA_BROKER_URL that `run` printed."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
+    `diagnose` in another, with the KAFKA_BROKER_URL that `run` printed. `run` also
+    starts the dashboard on loopback and prints its sign-in link (README "Dashboard")."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BROKER_URL", "WEB_PORT")}
+    env.pop("DASHBOARD__TOKEN", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        env["WEB_PORT_BASE"] = str(s.getsockname()[1] - 6)  # the dashboard's offset
     proc = subprocess.Popen(
         [sys.executable, "-m", "processors.cli", "run", "--rounds", "1"],
         cwd=tmp_path,
@@ -72,16 +80,22 @@ def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
     )
     try:
         assert proc.stdout is not None
-        url = None
+        url = sign_in = None
         seen = []
         for line in proc.stdout:
             seen.append(line)
             found = re.search(r"export KAFKA_BROKER_URL=(kafka://127\.0\.0\.1:\d+)", line)
             if found:
                 url = found.group(1)
+            link = re.search(r"dashboard \(pid \d+\) on \S+ \(sign in at (\S+)\)", line)
+            if link:
+                sign_in = link.group(1)
             if url and "decisions as they happen" in line:
                 break
         assert url, "".join(seen)
+        assert sign_in and sign_in.startswith(
+            f"http://127.0.0.1:{int(env['WEB_PORT_BASE']) + 6}/login?token="
+        ), "".join(seen)
         admin_env = {**env, "KAFKA_BROKER_URL": url}
 
         def admin(*args: str) -> subprocess.CompletedProcess[str]:
@@ -101,6 +115,19 @@ def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
         assert "member" in {r["name"] for r in json.loads(roles.stdout)["roles"]}
         diagnosed = admin("diagnose", "--user", "bob")
         assert diagnosed.returncode == 0 and "sms: off for role 'member'" in diagnosed.stdout
+        # the printed link signs in (a session cookie) and the Roles page shows the change
+        browser = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        base = sign_in.split("login?", 1)[0]
+        with browser.open(sign_in, timeout=10) as page:
+            assert page.url == base and "Overview" in page.read().decode()
+        with browser.open(base + "roles", timeout=10) as page:
+            text = page.read().decode()
+        assert 'data-role="member"' in text and 'aria-label="sms for member"' in text
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "roles", timeout=10)  # no cookie, no token
+        assert refused.value.code == 401
         proc.communicate(timeout=200)
         assert proc.returncode == 0
     finally:

@@ -70,7 +70,8 @@ def test_default_ports_differ_per_command() -> None:
         "senders-sms": 6069,
         "senders-push": 6070,
         "senders-browser": 6071,
-        "reply": 6072,
+        "dashboard": 6072,
+        "reply": 6073,
     }
 
 

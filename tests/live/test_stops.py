@@ -93,7 +93,7 @@ def test_nothing_run_started_survives(sig: int, within: float, tmp_path: Path) -
         assert "decisions as they happen" in out, out
         port = int(re.search(r"127\.0\.0\.1:(\d+) \(pid (\d+)\)", out).group(1))  # type: ignore[union-attr]
         printed = {int(p) for p in re.findall(r"\(pid (\d+)\)", out)}
-        assert len(printed) == 5, out  # broker, worker, senders, reply agent, inbound-smtp
+        assert len(printed) == 6, out  # broker, worker, senders, reply, inbound-smtp, dashboard
         time.sleep(3)  # worker and senders up and connected
         pids = printed | descendants(proc.pid)
         assert all(alive(p) for p in printed)
