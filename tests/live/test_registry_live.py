@@ -6,11 +6,13 @@ the framing, registering ``<topic>-value``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,13 +143,14 @@ def test_confluent_producers_demo_and_admin(
     workers: Callable[..., WorkerProc],
     standin: RegistryStandIn,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """`chat-notifier demo --confluent` and `roles set` / `settings set --confluent`
     register <topic>-value and write the framing; a worker and the admin's own read-back
     decode it through the registry."""
     bs = tansu.bootstrap
     ensure(bs, prefix, f"{prefix}notifier")
-    env = {"KAFKA_BROKER_URL": tansu.url, "TOPIC_PREFIX": prefix}
+    env = {"KAFKA_BROKER_URL": tansu.url, "TOPIC_PREFIX": prefix, "SCHEMA_REGISTRY_URL": ""}
     with_registry = {**env, "SCHEMA_REGISTRY_URL": standin.url}
 
     refused = run_cli(env, "roles", "set", "ops", "--email", "on", "--confluent")
@@ -176,6 +179,17 @@ def test_confluent_producers_demo_and_admin(
     assert {"r1-b1", "r1-b2", "r1-d1"} <= flushed_ids(flushes)
     dead = consume(bs, prefix, t.DEAD_LETTER, until=lambda v: False, timeout=2)
     assert not [d for d in dead if d["stage"] == "decode"], [d["error"] for d in dead]
+
+    # replay --from-kafka reads the same records through the registry (its own process)
+    out = tmp_path / "replay.jsonl"
+    replay = run_cli(with_registry, "replay", "--from-kafka", "--output", str(out))
+    assert replay.returncode == 0, replay.stderr
+    replayed = [json.loads(line) for line in out.read_text().splitlines()]
+    replay_flushes = [r["value"] for r in replayed if r["topic"] == t.FLUSHES]
+    assert {"r1-b1", "r1-b2", "r1-d1"} <= flushed_ids(replay_flushes)
+    assert "schema" not in replay.stderr, replay.stderr
+    blind = run_cli(env, "replay", "--from-kafka", "--output", str(tmp_path / "blind.jsonl"))
+    assert "no schema registry is configured" in blind.stderr, blind.stderr
 
     standin.stop()
     away = run_cli(with_registry, "roles", "set", "ops2", "--email", "on", "--confluent")
