@@ -29,6 +29,10 @@ Rules decided here:
 * **Delete** is a tombstone: a deleted role makes later decisions say ``UNKNOWN_ROLE``.
 * After a write the state is read back; if the record is not in force (a reader refused
   it), that is an error, not a silent success.
+* ``confluent=True`` writes the Confluent wire format, the schema registered under
+  ``<topic>-value`` with ``SCHEMA_REGISTRY_URL`` (:mod:`processors.registry`); without
+  that setting it is refused, an unreachable registry is exit 3. Reading always decodes
+  Confluent-framed records when the setting is there (as workers do).
 """
 
 from __future__ import annotations
@@ -242,7 +246,9 @@ async def read_config(settings: Settings, timeout_s: float = READ_TIMEOUT_S) -> 
     Returns the reader, stopped once caught up: ``.state`` is what every worker and
     sender holds; ``.refused`` counts the records they refuse (dead-lettered by workers).
     """
-    reader = ConfigReader(_bootstrap(settings), settings.topic_prefix, names=False, label="admin")
+    bootstrap = _bootstrap(settings)
+    _install_registry(settings)
+    reader = ConfigReader(bootstrap, settings.topic_prefix, names=False, label="admin")
     if not await _any_topic_exists(settings, [t.ROLES, t.SETTINGS]):
         # Nothing to read (the reader, with no partition to assign, would wait forever):
         # no role, default settings. Reading creates nothing.
@@ -282,16 +288,55 @@ async def _any_topic_exists(settings: Settings, names: Iterable[str]) -> bool:
     return any(settings.topic_prefix + name in existing for name in names)
 
 
+def _install_registry(settings: Settings) -> None:
+    """Decode Confluent-framed records as workers do (SCHEMA_REGISTRY_URL set)."""
+    from processors import registry
+
+    try:
+        registry.install(settings)
+    except ValueError as exc:
+        raise AdminError(str(exc), EXIT_INVALID) from None
+
+
+def _encode(settings: Settings, topic: str, value: Mapping[str, Any], confluent: bool) -> bytes:
+    record = t.TOPICS[topic].record or ""
+    if not confluent:
+        return codec.encode(record, value)
+    from processors import registry
+
+    try:
+        schemas = registry.registry_for(settings)
+    except ValueError as exc:
+        raise AdminError(str(exc), EXIT_INVALID) from None
+    if schemas is None:
+        raise AdminError(
+            "--confluent needs SCHEMA_REGISTRY_URL (the schema registry to register with)",
+            EXIT_INVALID,
+        )
+    try:
+        return schemas.encode(settings.topic_prefix + topic, record, value)
+    except registry.RegistryError as exc:
+        raise AdminError(str(exc), EXIT_BROKER) from None
+
+
 async def write_config(
-    settings: Settings, topic: str, key: str, value: Mapping[str, Any] | None, ts: int
+    settings: Settings,
+    topic: str,
+    key: str,
+    value: Mapping[str, Any] | None,
+    ts: int,
+    *,
+    confluent: bool = False,
 ) -> None:
     """Write one record (None: a tombstone) with Kafka timestamp ``ts`` (a tombstone is
-    ordered by it). Creates the topic, compacted, if it does not exist yet."""
+    ordered by it). Creates the topic, compacted, if it does not exist yet.
+    ``confluent``: the Confluent wire format (a tombstone has no value to frame)."""
     from aiokafka import AIOKafkaProducer
 
     from processors.live.broker import ensure_topics
 
     bootstrap = _bootstrap(settings)
+    data = None if value is None else _encode(settings, topic, value, confluent)
     try:
         await asyncio.wait_for(
             ensure_topics(settings, only=[settings.topic_prefix + topic]), READ_TIMEOUT_S
@@ -303,7 +348,6 @@ async def write_config(
             f"could not write to {settings.kafka_broker_url}: {type(exc).__name__}", EXIT_BROKER
         ) from None
     try:
-        data = None if value is None else codec.encode(t.TOPICS[topic].record or "", value)
         await producer.send_and_wait(
             settings.topic_prefix + topic, data, key=key.encode(), timestamp_ms=ts
         )
@@ -317,13 +361,15 @@ class RoleChange:
     role: dict[str, Any]
 
 
-async def set_role(settings: Settings, name: str, changes: Mapping[str, bool]) -> RoleChange:
+async def set_role(
+    settings: Settings, name: str, changes: Mapping[str, bool], *, confluent: bool = False
+) -> RoleChange:
     """Create or change a role; returns the record before and the one now in force."""
     state = (await read_config(settings)).state
     current = state.roles.get(name)
     held = state.held_position(t.ROLES, name)
     record = role_record(name, current, changes, next_ts(held[0] if held else None, now_ms()))
-    await write_config(settings, t.ROLES, name, record, record["ts"])
+    await write_config(settings, t.ROLES, name, record, record["ts"], confluent=confluent)
     after = (await read_config(settings)).state
     if after.roles.get(name) != record:
         raise AdminError(
@@ -333,8 +379,15 @@ async def set_role(settings: Settings, name: str, changes: Mapping[str, bool]) -
     return RoleChange(None if current is None else dict(current), record)
 
 
-async def delete_role(settings: Settings, name: str) -> dict[str, Any]:
-    """Tombstone a role; returns the deleted record. Unknown role: the near match."""
+async def delete_role(settings: Settings, name: str, *, confluent: bool = False) -> dict[str, Any]:
+    """Tombstone a role; returns the deleted record. Unknown role: the near match.
+    ``confluent``: a tombstone has no value to frame; the flag only requires what
+    ``set`` would (SCHEMA_REGISTRY_URL), so scripts can pass it to every command."""
+    if confluent and not settings.schema_registry_url:
+        raise AdminError(
+            "--confluent needs SCHEMA_REGISTRY_URL (the schema registry to register with)",
+            EXIT_INVALID,
+        )
     state = (await read_config(settings)).state
     current = state.roles.get(name)
     if current is None:
@@ -355,7 +408,9 @@ class SettingsChange:
     ts: int
 
 
-async def set_settings(settings: Settings, changes: Mapping[str, Any]) -> SettingsChange:
+async def set_settings(
+    settings: Settings, changes: Mapping[str, Any], *, confluent: bool = False
+) -> SettingsChange:
     """Merge ``changes`` into the settings in force and write the result."""
     state = (await read_config(settings)).state
     before = current_settings(state)
@@ -363,7 +418,9 @@ async def set_settings(settings: Settings, changes: Mapping[str, Any]) -> Settin
     record = settings_record(
         state.app_settings, changes, next_ts(held[0] if held else None, now_ms())
     )
-    await write_config(settings, t.SETTINGS, SETTINGS_KEY, record, record["ts"])
+    await write_config(
+        settings, t.SETTINGS, SETTINGS_KEY, record, record["ts"], confluent=confluent
+    )
     after = (await read_config(settings)).state
     if (after.app_settings or {}).get("ts") != record["ts"]:
         raise AdminError(
@@ -396,6 +453,7 @@ async def scan(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     full = settings.topic_prefix + topic
+    _install_registry(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=_bootstrap(settings),
         group_id=None,

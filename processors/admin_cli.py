@@ -97,9 +97,20 @@ def _roles_arguments(parser: argparse.ArgumentParser) -> None:
     for channel in t.CHANNELS:
         p.add_argument(f"--{channel}", metavar="on|off", help=f"{channel} on or off")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+    _confluent_argument(p)
     p = sub.add_parser("delete", help="delete a role (a tombstone on chat.roles)")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+    _confluent_argument(p)
+
+
+def _confluent_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--confluent",
+        action="store_true",
+        help="write the Confluent wire format, the schema registered under <topic>-value "
+        "with SCHEMA_REGISTRY_URL (default: Avro single-object)",
+    )
 
 
 def _role_json(role: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,7 +164,9 @@ def _roles_run(args: argparse.Namespace) -> int:
                 for c in t.CHANNELS
                 if getattr(args, c) is not None
             }
-            change = run_async(lambda: admin.set_role(settings, args.name, changes))
+            change = run_async(
+                lambda: admin.set_role(settings, args.name, changes, confluent=args.confluent)
+            )
             if args.json:
                 previous = None if change.previous is None else _role_json(change.previous)
                 print_json({"role": _role_json(change.role), "previous": previous})
@@ -175,7 +188,9 @@ def _roles_run(args: argparse.Namespace) -> int:
                 out.print(f"role {args.name!r}: {', '.join(diffs) or 'no change'}")
             out.print(_roles_table([change.role], f"role {args.name!r} now in force"))
             return 0
-        deleted = run_async(lambda: admin.delete_role(settings, args.name))
+        deleted = run_async(
+            lambda: admin.delete_role(settings, args.name, confluent=args.confluent)
+        )
         if args.json:
             print_json({"deleted": _role_json(deleted)})
         else:
@@ -208,6 +223,7 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("set", help="change settings: NAME=VALUE ...")
     p.add_argument("pairs", nargs="+", metavar="NAME=VALUE")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+    _confluent_argument(p)
 
 
 def _settings_table(values: Mapping[str, Any], previous: Mapping[str, Any] | None) -> Any:
@@ -255,7 +271,7 @@ def _settings_run(args: argparse.Namespace) -> int:
                 out.print(f"{reader.refused} record(s) refused (see notify.dead-letter)")
             return 0
         changes = admin.parse_assignments(args.pairs)
-        change = run_async(lambda: admin.set_settings(settings, changes))
+        change = run_async(lambda: admin.set_settings(settings, changes, confluent=args.confluent))
         if args.json:
             changed = {
                 k: [change.previous[k], change.settings[k]]

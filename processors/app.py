@@ -20,6 +20,7 @@ from typing import Any
 import faust
 from faust.serializers import codecs
 
+from processors import registry
 from processors import topics as t
 from processors.live.metrics import install_faust_sensor
 from processors.live.recovery import install_recovery_guard
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, app_id: str, **overrides: Any) -> faust.Ap
     """
     _register_codecs()
     _patch_fetch_max_wait()
+    registry.install(settings)  # Confluent-framed input, when SCHEMA_REGISTRY_URL is set
     install_recovery_guard()  # restarts after a SIGKILL or a broker reset (recovery.py)
     datadir = settings.data_dir / app_id
     datadir.mkdir(parents=True, exist_ok=True)

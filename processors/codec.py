@@ -17,7 +17,9 @@ Formats, told apart by their first bytes (:func:`decode`):
 * ``00`` + 4-byte big-endian schema id: the Confluent wire format. A :class:`Codec` with a
   ``schema_lookup`` (schema id -> writer schema; :mod:`processors.registry` builds one on
   a schema registry) decodes it, caching each writer schema; the lookup's failure
-  (registry unreachable, unknown id) is the record's :class:`DecodeError`.
+  (registry unreachable, unknown id) is the record's :class:`DecodeError`, with the
+  lookup's own words when it raises one. :func:`encode_confluent` writes this format
+  (the ``--confluent`` producers).
 * ``{`` after optional whitespace: JSON in the form of contract §8, validated against the
   same schema, defaults filled, in exactly the shape Avro decoding gives.
 
@@ -76,6 +78,7 @@ __all__ = [
     "dead_letter",
     "decode",
     "encode",
+    "encode_confluent",
     "encode_json",
     "fingerprint",
     "from_json_value",
@@ -677,6 +680,18 @@ class Codec:
         schemaless_writer(out, rec.parsed, self._python(rec, value))
         return out.getvalue()
 
+    def encode_confluent(self, record: str, value: Mapping[str, Any], schema_id: int) -> bytes:
+        """Confluent wire format of ``value``: ``00``, the 4-byte big-endian ``schema_id``
+        (the id a schema registry gave this record's current schema, :meth:`schema`), the
+        Avro body. Validated once, as :meth:`encode`; EncodeError if invalid."""
+        rec = self._record(record)
+        if not 0 <= schema_id < 2**31:
+            raise EncodeError(f"schema id {schema_id} is not a registry id (0..2^31-1)")
+        out = io.BytesIO()
+        out.write(b"\x00" + schema_id.to_bytes(4, "big"))
+        schemaless_writer(out, rec.parsed, self._python(rec, value))
+        return out.getvalue()
+
     def to_json_value(self, record: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """Validated JSON form of ``value`` (all fields, defaults filled); raises EncodeError."""
         rec = self._record(record)
@@ -808,12 +823,22 @@ class Codec:
             try:
                 found = self.schema_lookup(schema_id)
                 writer = parse_schema(json.loads(found) if isinstance(found, str) else dict(found))
+            except DecodeError as exc:  # the lookup's own reason (registry unreachable, ...)
+                raise DecodeError(str(exc)) from None
             except Exception as exc:  # unreachable registry, unknown id, not a schema
                 raise DecodeError(
                     f"Confluent wire format (schema id {schema_id}): no usable writer schema "
                     f"for {rec.name}: {type(exc).__name__}: {_truncate(str(exc), 120)}"
                 ) from None
             self._confluent[schema_id] = writer
+        # Another record type's schema would fail resolution in fastavro's words; say
+        # which type it is, as for a foreign single-object fingerprint. Unqualified
+        # names, as Avro resolution compares them (another producer's namespace is fine).
+        name = writer.get("name") if isinstance(writer, dict) else None
+        short = str(name).rpartition(".")[2] if name else None
+        if short != rec.name:
+            shown = short or f"a {writer if isinstance(writer, str) else 'non-record'} schema"
+            raise DecodeError(f"schema id {schema_id} is {shown}, expected {rec.name}")
         origin = f"Confluent schema id {schema_id}"
         return self._read_avro(rec, data, _CONFLUENT_HEADER_LEN, writer, rec.parsed, origin)
 
@@ -823,6 +848,7 @@ class Codec:
 _DEFAULT: Final = Codec()
 
 encode = _DEFAULT.encode
+encode_confluent = _DEFAULT.encode_confluent
 decode = _DEFAULT.decode
 encode_json = _DEFAULT.encode_json
 to_json_value = _DEFAULT.to_json_value

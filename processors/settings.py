@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     # command (processors.app.WEB_PORT_OFFSETS), so a worker and senders share a host
     web_port: int | None = None
     web_port_base: int = 6066
+    # Confluent schema registry (http/https); set: Confluent-framed records decode and
+    # --confluent producers register (processors/registry.py). Empty means unset.
     schema_registry_url: str | None = None
     log_level: str = "INFO"
 
@@ -135,6 +137,16 @@ class Settings(BaseSettings):
     reply: ReplySettings = Field(default_factory=ReplySettings)
     inbound: InboundSettings = Field(default_factory=InboundSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        value = (value or "").strip()
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("SCHEMA_REGISTRY_URL must start with http:// or https://")
+        return value
 
 
 def load_settings(**overrides: object) -> Settings:

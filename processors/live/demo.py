@@ -212,25 +212,42 @@ async def run_demo(
     sleep: Sleep = asyncio.sleep,
     on_publish: Callable[[str, str, dict[str, Any]], None] | None = None,
     after_round: Callable[[int], Awaitable[None]] | None = None,
+    confluent: bool = False,
 ) -> int:
     """Publish the reference data, then ``rounds`` rounds (forever if None); count records.
 
     ``after_round(n)`` runs after round ``n`` and its pause (the embedded run replies by
-    email there)."""
+    email there). ``confluent``: values in the Confluent wire format, each schema
+    registered first under ``<topic>-value`` with ``SCHEMA_REGISTRY_URL`` (raises
+    :class:`processors.registry.RegistryError` before anything is published if it cannot
+    be); otherwise Avro single-object."""
     from aiokafka import AIOKafkaProducer
+
+    from processors import registry
+
+    prefix = settings.topic_prefix
+    schemas = registry.registry_for(settings) if confluent else None
+    if confluent and schemas is None:
+        raise registry.RegistryError("--confluent needs SCHEMA_REGISTRY_URL (the registry)")
+    if schemas is not None:
+        used = {t.SETTINGS, t.ROLES, t.USERS, t.CONVERSATIONS, t.MESSAGES, t.TYPING, t.PRESENCE}
+        for topic in sorted(used):  # once each, before the first record (fails early)
+            schemas.schema_id(prefix + topic, t.TOPICS[topic].record or "")
+
+    def encode(topic: str, record: dict[str, Any]) -> bytes:
+        name = t.TOPICS[topic].record or ""
+        if schemas is not None:
+            return schemas.encode(prefix + topic, name, record)
+        return codec.encode(name, record)
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), linger_ms=5)
     await producer.start()
     sent = 0
-    prefix = settings.topic_prefix
 
     async def publish(topic: str, key: str, value: dict[str, Any]) -> None:
         nonlocal sent
         record = {**value, "ts": now_ms()}
-        spec = t.TOPICS[topic]
-        await producer.send_and_wait(
-            prefix + topic, codec.encode(spec.record or "", record), key=key.encode()
-        )
+        await producer.send_and_wait(prefix + topic, encode(topic, record), key=key.encode())
         sent += 1
         if on_publish is not None:
             on_publish(topic, key, record)
@@ -320,6 +337,12 @@ async def reply_by_email(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, help="stop after N rounds (default: forever)")
+    parser.add_argument(
+        "--confluent",
+        action="store_true",
+        help="write the Confluent wire format, registering each schema under "
+        "<topic>-value with SCHEMA_REGISTRY_URL (default: Avro single-object)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -327,10 +350,18 @@ def run(args: argparse.Namespace) -> int:
     if not settings.kafka_broker_url:
         print("chat-notifier demo: KAFKA_BROKER_URL is not set (`chat-notifier run` embeds one)")
         return 2
+    if args.confluent and not settings.schema_registry_url:
+        print("chat-notifier demo: --confluent needs SCHEMA_REGISTRY_URL (the schema registry)")
+        return 2
     logging.basicConfig(level=settings.log_level.upper())
+    from processors.registry import RegistryError
+
     try:
-        sent = asyncio.run(run_demo(settings, rounds=args.rounds))
+        sent = asyncio.run(run_demo(settings, rounds=args.rounds, confluent=args.confluent))
     except KeyboardInterrupt:
         return 130
+    except RegistryError as exc:
+        print(f"chat-notifier demo: {exc}")
+        return 3
     print(f"published {sent} records")
     return 0

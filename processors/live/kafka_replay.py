@@ -107,6 +107,9 @@ def read_topic_records(
     for name in names:
         if name not in allowed:
             raise ReplayRangeError(f"{name!r} is not an input topic ({', '.join(t.INPUT_TOPICS)})")
+    from processors import registry
+
+    registry.install(settings)  # Confluent-framed records, when SCHEMA_REGISTRY_URL is set
     per_partition = asyncio.run(_fetch(settings, names, start, end, on_error, progress))
     # Each partition is in offset order, which is event-time order for a well-behaved
     # producer; merging by (ts, topic order) interleaves topics the way replay expects.
