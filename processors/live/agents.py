@@ -28,6 +28,7 @@ from faust.types import TP
 
 from processors import topics as t
 from processors.app import app_settings, partitions_for, raw_topic, raw_topics
+from processors.live import fastpath
 from processors.live.broker import bootstrap_servers
 from processors.live.config import ConfigReader
 from processors.live.context import Clock, WorkerContext, wall_clock_ms
@@ -61,6 +62,8 @@ class Pipeline:
         clock: Clock = wall_clock_ms,
     ) -> None:
         self.app = app
+        # The batch hot path (processors/live/fastpath.py); Faust's own loop otherwise.
+        self.fast_path = fastpath.install(app)
         config = ConfigReader(
             bootstrap_servers(app_settings(app)),
             app_settings(app).topic_prefix,

@@ -30,6 +30,7 @@ from processors.core.decisions import fan_out
 from processors.core.records import Conversation, Flush, MessageEvent, TypingEvent
 from processors.core.settings import snapshot_wins
 from processors.live.context import WorkerContext
+from processors.live.fastpath import consume
 from processors.live.intake import Intake
 from processors.live.metrics import FLUSHES
 
@@ -75,8 +76,7 @@ class ConversationSide:
         )
 
     async def agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await self.intake.apply(event.message)
+        await consume(self.ctx.app, stream, self.intake.apply)
 
     # -- state ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from processors.core.presence import Presence, UserPresence
 from processors.core.records import Candidate, PresenceEvent, User
 from processors.core.settings import snapshot_wins
 from processors.live.context import WorkerContext
+from processors.live.fastpath import consume
 from processors.live.intake import Intake
 
 
@@ -39,8 +40,7 @@ class UserSide:
         )
 
     async def agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await self.intake.apply(event.message)
+        await consume(self.ctx.app, stream, self.intake.apply)
 
     def drop(self, partitions: set[int]) -> None:
         """Forget the hot presence of revoked user partitions."""
