@@ -54,6 +54,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,13 @@ def _direct_hand_over(app: Any, consumer: Any) -> Callable[[Any, Any], bool]:
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
     pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
 
-    def callbacks(tp: Any) -> tuple[Callable[[], None], Callable[[], None]]:
-        found = pressure.get(tp)
+    def callbacks(fetched: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+        found = pressure.get(fetched)
         if found is None:
+            # A Faust TP, as the conductor's callbacks pass: the fetch's (and the
+            # message's) tp is aiokafka's TopicPartition, and the consumer's set of
+            # active partitions must hold TPs only (it asserts so when fetching).
+            tp = TP(fetched.topic, fetched.partition)
 
             def high() -> None:
                 on_topic_buffer_full(tp)
@@ -233,7 +238,7 @@ def _direct_hand_over(app: Any, consumer: Any) -> Callable[[Any, Any], bool]:
             def drop() -> None:
                 consumer.on_buffer_drop(tp)
 
-            found = pressure[tp] = (high, drop)
+            found = pressure[fetched] = (high, drop)
         return found
 
     def hand_over(tp: Any, message: Any) -> bool:
@@ -288,9 +293,12 @@ async def consume_in_batches(
     ref = weakref.ref
     sleep = asyncio.sleep
     while not app.should_stop:
-        if errors:
-            raise errors.popleft()
-        batch = [await queue.get()]
+        try:
+            if errors:
+                raise errors.popleft()
+            batch = [await queue.get()]
+        except StopAsyncIteration:
+            return  # Faust ends the channel's iteration on stop (Stream returns too)
         while len(batch) < MAX_BATCH_EVENTS and not empty():
             batch.append(get_nowait())
         applied: list[Any] = []
