@@ -22,6 +22,7 @@ from processors import topics as t
 from processors.app import app_settings
 from processors.core.settings import CoreSettings
 from processors.live.config import ConfigReader
+from processors.live.fastpath import Outbox, current_outbox
 from processors.live.metrics import DEAD_LETTERS, DECISIONS, REKEYED
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,12 @@ class WorkerContext:
         ``Topic.send`` costs ~95 us per record here (FutureMessage, schema, callbacks);
         the producer's own send is a fraction of that, and outputs are ~5x the flushes.
         """
-        data = codec.encode(self.output_records[name], value)
+        data = codec.encode_built(self.output_records[name], value)
         k = key.encode() if isinstance(key, str) else key
+        outbox = current_outbox()
+        if outbox is not None:  # applying a batch of events: sent when it ends
+            outbox.add(self.prefix + name, k, data, partition)
+            return
         await self.app.producer.send(self.prefix + name, k, data, partition, None, None)
 
     async def produce_decision(self, key: str, decision: Mapping[str, Any]) -> None:
@@ -137,6 +142,25 @@ class WorkerContext:
             None,
         )
         await sent
+
+    async def write_all_and_wait(
+        self, name: str, records: list[tuple[str, Mapping[str, Any], int]]
+    ) -> list[BaseException | None]:
+        """Produce ``(key, value, partition)`` records, one send per partition, and wait
+        for the broker: per record, None once acknowledged or the error."""
+        outbox = Outbox(self.app)
+        record = self.output_records[name]
+        results: list[BaseException | None] = []
+        for key, value, partition in records:
+            try:
+                data = codec.encode_built(record, value)
+            except codec.EncodeError as exc:  # this record only; the others go on
+                results.append(exc)
+                continue
+            results.append(None)
+            outbox.add(self.prefix + name, key.encode(), data, partition)
+        sent = iter(await outbox.send_and_wait())
+        return [next(sent) if result is None else result for result in results]
 
     async def dead_letter(self, message: Any, exc: BaseException, stage: str) -> None:
         """``message`` (a Faust consumer message) to notify.dead-letter with the reason."""
@@ -206,20 +230,37 @@ class WorkerContext:
         table.data[key] = value
         self.table_writes += 1
         topic = table.changelog_topic.get_topic_name()
+        store = table.data
+        tp = TP(topic, partition)
+        outbox = current_outbox()
+        if outbox is not None:  # applying a batch of events: sent when it ends
+            outbox.add(
+                topic,
+                _json_bytes(key),
+                _json_bytes(value),
+                partition,
+                # RocksDB: where recovery starts after a restart
+                (lambda offset: store.set_persisted_offset(tp, offset))
+                if self.persistent_store
+                else None,
+            )
+            return
         sent = await self.app.producer.send(
             topic, _json_bytes(key), _json_bytes(value), partition, None, None
         )
         if self.persistent_store:  # RocksDB: where recovery starts after a restart
-            store = table.data
-            tp = TP(topic, partition)
             cast("asyncio.Future[Any]", sent).add_done_callback(
                 lambda fut: _set_offset(store, tp, fut)
             )
 
 
+# What Faust's "json" codec writes for plain keys and dicts (recovery reads it back);
+# one encoder, not a new one per call as json.dumps(..., separators=...) builds.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json_bytes(obj: Any) -> bytes:
-    # What Faust's "json" codec writes for plain keys and dicts (recovery reads it back).
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return _encode_json(obj).encode()
 
 
 def _set_offset(store: Any, tp: TP, fut: Any) -> None:

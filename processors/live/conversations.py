@@ -30,7 +30,7 @@ from processors.core.decisions import fan_out
 from processors.core.records import Conversation, Flush, MessageEvent, TypingEvent
 from processors.core.settings import snapshot_wins
 from processors.live.context import WorkerContext
-from processors.live.fastpath import consume
+from processors.live.fastpath import consume, outputs_in_batches
 from processors.live.intake import Intake
 from processors.live.metrics import FLUSHES
 
@@ -191,6 +191,10 @@ class ConversationSide:
         """
         cid = flush["conversation_id"]
         batch = self.batch(partition, cid)
+        while (closing := self.closing.get(cid)) is not None:
+            # Read back before the scheduler saw its ack: let it commit the close first
+            # (else both would close the batch and fan out).
+            await closing
         if cid in self.closed_unpersisted:
             running = self.fan_outs.get(cid)
             if running is not None:
@@ -222,12 +226,16 @@ class ConversationSide:
         candidates, skips = fan_out(
             flush, self.conversations_table.get(cid), ctx.clock(), ctx.config.names
         )
-        for decision in skips:
-            await ctx.produce_decision(cid, decision)
-        for i, candidate in enumerate(candidates, start=1):
-            await ctx.produce(t.CANDIDATES, candidate["recipient_id"], candidate)
-            if i % FAN_OUT_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        # Candidates go to the producer in batches (one send per partition), also when
+        # the scheduler fans out outside an agent's batch.
+        async with outputs_in_batches(ctx.app) as outbox:
+            for decision in skips:
+                await ctx.produce_decision(cid, decision)
+            for i, candidate in enumerate(candidates, start=1):
+                await ctx.produce(t.CANDIDATES, candidate["recipient_id"], candidate)
+                if i % FAN_OUT_YIELD_EVERY == 0:
+                    await outbox.send()
+                    await asyncio.sleep(0)
 
     def start_fan_out(self, flush: Flush) -> None:
         """Fan out in the background so the scheduler goes on closing other batches."""

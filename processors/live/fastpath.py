@@ -28,6 +28,9 @@ changes):
   had to wait through a rebalance (flow control, a full queue) so cannot move the read
   offset past records the new generation has to re-read (that would skip them), and
   the agent drops the stale event (below).
+* :class:`Outbox` collects what an agent's batch (or a fan-out) produces and hands it
+  to aiokafka's producer with one ``send_batch`` per partition, partitioned by the
+  producer's own ``_partition`` (aiokafka 0.14.0, pinned too).
 * :func:`consume_in_batches` is the agents' loop: it takes what the channel's queue
   holds (everything the conductor delivered from the last fetch, up to
   ``MAX_BATCH_EVENTS``) without yielding per event, applies the events in order, and
@@ -35,10 +38,13 @@ changes):
   does): an event fetched in an earlier consumer generation, or read while flow control
   is suspended for a rebalance, is not applied and not acked, so nothing is applied for
   a partition this worker no longer owns and its new owner re-reads it from the
-  committed offset; an event is tracked (``consumer.unacked``) before it is applied, so
-  a revocation waits for it (``wait_empty``) before committing. Tables keep working:
-  the current event is set for each event (Faust's context variable), which is how a
-  Table write finds its partition.
+  committed offset; the batch's first applied event is tracked (``consumer.unacked``)
+  before it is applied and the batch is acked together, so a revocation waits for the
+  whole batch (``wait_empty``) before committing. Outputs produced while a batch is
+  applied go to an :class:`Outbox` and are handed to the producer, one ``send_batch``
+  per partition, before the batch is acked. Tables keep working: the current event is
+  set for each event (Faust's context variable), which is how a Table write finds its
+  partition.
 
 Nothing else of Faust is replaced: group membership, assignment, offsets and commits,
 Tables with their changelogs and recovery, the web server and the worker command are
@@ -48,6 +54,8 @@ Faust's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -58,8 +66,9 @@ from faust.types import TP
 
 log = logging.getLogger(__name__)
 
-#: The faust-streaming version whose internals this module was written against.
+#: The faust-streaming and aiokafka versions whose internals this module relies on.
 FAUST_VERSION = "0.15.3"
+AIOKAFKA_VERSION = "0.14.0"
 
 #: At most this many events are applied between two event-loop turns (a fetch is
 #: usually far fewer; the bound keeps timers and acks flowing on a deep backlog).
@@ -87,12 +96,16 @@ def install(app: faust.App) -> bool:
     """Use the batch drain loop for ``app``'s consumer; False (Faust's own) if the
     installed faust-streaming is not :data:`FAUST_VERSION`."""
     global _INSTALLED, _ORIGINAL_DRAIN
-    if faust_version() != FAUST_VERSION:
+    import aiokafka
+
+    if faust_version() != FAUST_VERSION or aiokafka.__version__ != AIOKAFKA_VERSION:
         log.warning(
-            "faust-streaming %s is installed, the fast path was written for %s: "
-            "using Faust's per-record drain loop",
+            "faust-streaming %s / aiokafka %s are installed, the fast path was written "
+            "for %s / %s: using Faust's per-record loop",
             faust_version(),
+            aiokafka.__version__,
             FAUST_VERSION,
+            AIOKAFKA_VERSION,
         )
         return False
     from faust.transport.consumer import Consumer
@@ -219,7 +232,7 @@ def _direct_hand_over(app: Any, consumer: Any) -> Callable[[Any, Any], bool]:
     threaded = bool(app.conf.producer_threaded)
     pending = buffer.pending._queue
     bound = buffer.max_messages
-    create_event = app.create_event
+    event_cls = app.conf.Event  # what App.create_event builds (read once, not per record)
     on_topic_buffer_full = app.sensors.on_topic_buffer_full
     pressure: dict[Any, tuple[Callable[[], None], Callable[[], None]]] = {}
 
@@ -241,30 +254,186 @@ def _direct_hand_over(app: Any, consumer: Any) -> Callable[[Any, Any], bool]:
             found = pressure[fetched] = (high, drop)
         return found
 
-    def hand_over(tp: Any, message: Any) -> bool:
-        channels = subscribers.get(message.topic)
+    # topic -> (the conductor's subscriber set it was checked against, channel, queue)
+    routes: dict[str, tuple[Any, Any, Any]] = {}
+
+    def route(topic: str) -> tuple[Any, Any, Any] | None:
+        channels = subscribers.get(topic)
         if channels is None or len(channels) != 1:
+            return None
+        (channel,) = channels
+        if channel not in _FAST_CHANNELS:
+            return None
+        found = routes[topic] = (channels, channel, channel.queue)
+        return found
+
+    def hand_over(tp: Any, message: Any) -> bool:
+        topic = message.topic
+        found = routes.get(topic)
+        # Still the one subscriber the conductor knows (it rebuilds its index when
+        # the subscription changes)?
+        channels = subscribers.get(topic)
+        if found is None or found[0] is not channels or len(channels) != 1:
+            found = route(topic)
+            if found is None:
+                return False
+        channels, channel, queue = found
+        if channel not in channels:
             return False
-        for channel in channels:
-            if channel not in _FAST_CHANNELS:
-                return False
-            queue = channel.queue
-            if (
-                queue.full()
-                or not flow_active()
-                or (buffer.size if threaded else len(pending)) > bound
-            ):
-                return False
-            message.incref(1)
-            high, drop = callbacks(tp)
-            queue.put_nowait_enhanced(
-                create_event(message.key, message.value, message.headers, message),
-                on_pressure_high=high,
-                on_pressure_drop=drop,
-            )
+        if queue.full() or not flow_active() or (buffer.size if threaded else len(pending)) > bound:
+            return False
+        message.incref(1)
+        high, drop = callbacks(tp)
+        queue.put_nowait_enhanced(
+            event_cls(app, message.key, message.value, message.headers, message),
+            on_pressure_high=high,
+            on_pressure_drop=drop,
+        )
         return True
 
     return hand_over
+
+
+#: Called with the offset a record got once the broker acknowledged it.
+OnOffset = Callable[[int], None]
+
+
+class Outbox:
+    """Records produced while one batch of events is applied, sent when the batch ends.
+
+    One ``send_batch`` per partition instead of one ``producer.send`` per record (that
+    call validates, partitions, and makes futures per record). Records keep their order
+    per partition, keyed records go to the partition aiokafka's own partitioner picks
+    (the producer's ``_partition``, so co-partitioning holds exactly as with ``send``),
+    and the batch's events are acked only after :meth:`send` handed everything to the
+    producer, so a commit (which flushes the producer first) never covers an event
+    whose outputs were not sent.
+    """
+
+    __slots__ = ("_app", "_records", "_order")
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._records: dict[tuple[str, int | None], list[tuple[Any, bytes, OnOffset | None]]] = {}
+        self._order: list[tuple[tuple[str, int | None], int]] = []
+
+    def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        on_offset: OnOffset | None = None,
+    ) -> None:
+        records = self._records.get((topic, partition))
+        if records is None:
+            records = self._records[(topic, partition)] = []
+        self._order.append(((topic, partition), len(records)))
+        records.append((key, value, on_offset))
+
+    async def send(self) -> None:
+        """Hand every record to the producer (not waiting for the broker's acks)."""
+        await self._send()
+
+    async def send_and_wait(self) -> list[BaseException | None]:
+        """Send every record and wait for the broker; per record, in the order added,
+        None once acknowledged or the error."""
+        order = self._order
+        futures = await self._send()
+        outcome: dict[int, BaseException | None] = {}
+        for fut in {id(f): f for f in futures.values()}.values():
+            try:
+                await fut
+                outcome[id(fut)] = None
+            except Exception as exc:  # noqa: BLE001 - reported per record
+                outcome[id(fut)] = exc
+        return [outcome[id(futures[origin])] for origin in order]
+
+    async def _send(self) -> dict[tuple[tuple[str, int | None], int], Any]:
+        """Send everything; (given (topic, partition), index) -> its batch's future."""
+        sent: dict[tuple[tuple[str, int | None], int], Any] = {}
+        if not self._records:
+            return sent
+        pending, self._records = self._records, {}
+        self._order = []
+        producer: Any = self._app.producer
+        aio = producer._ensure_producer()
+        Origin = tuple[tuple[str, int | None], int]  # (given (topic, partition), index)
+        Item = tuple[Any, bytes, OnOffset | None, Origin]
+        by_partition: dict[tuple[str, int], list[Item]] = {}
+        for (topic, partition), records in pending.items():
+            if partition is None:
+                await aio.client._wait_on_metadata(topic)
+            for i, (key, value, on_offset) in enumerate(records):
+                chosen = (
+                    partition
+                    if partition is not None
+                    else aio._partition(topic, None, None, None, key, None)
+                )
+                by_partition.setdefault((topic, chosen), []).append(
+                    (key, value, on_offset, ((topic, partition), i))
+                )
+        for (topic, partition), items in by_partition.items():
+            batch = aio.create_batch()
+            first = 0
+            for i, (key, value, _, _) in enumerate(items):
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    fut = await _send_batch(aio, batch, topic, partition, items[first:i])
+                    sent.update((item[3], fut) for item in items[first:i])
+                    batch = aio.create_batch()
+                    first = i
+                    batch.append(key=key, value=value, timestamp=None)  # fits an empty one
+            fut = await _send_batch(aio, batch, topic, partition, items[first:])
+            sent.update((item[3], fut) for item in items[first:])
+        return sent
+
+
+async def _send_batch(
+    aio: Any, batch: Any, topic: str, partition: int, items: list[tuple[Any, ...]]
+) -> Any:
+    sent = await aio.send_batch(batch, topic, partition=partition)
+    callbacks = [(i, item[2]) for i, item in enumerate(items) if item[2] is not None]
+    if callbacks:
+
+        def written(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            base = fut.result().offset  # the batch's base offset
+            for i, on_offset in callbacks:
+                on_offset(base + i)
+
+        sent.add_done_callback(written)
+    return sent
+
+
+_OUTBOX: contextvars.ContextVar[Outbox | None] = contextvars.ContextVar(
+    "chat_notifier_outbox", default=None
+)
+
+
+def current_outbox() -> Outbox | None:
+    """The outbox of the batch being applied in this task, if any."""
+    return _OUTBOX.get()
+
+
+@contextlib.asynccontextmanager
+async def outputs_in_batches(app: faust.App) -> AsyncIterator[Outbox]:
+    """Outputs produced inside go to an outbox sent at the end (or the current one).
+
+    For work outside an agent's batch (the scheduler's fan-outs); what was not sent when
+    an exception leaves the block is dropped with it, as a failed send would be.
+    """
+    outbox = _OUTBOX.get()
+    if outbox is not None:
+        yield outbox
+        return
+    outbox = Outbox(app)
+    token = _OUTBOX.set(outbox)
+    try:
+        yield outbox
+    finally:
+        _OUTBOX.reset(token)
+    await outbox.send()
 
 
 #: Applies one consumer message; awaited only when it returns an awaitable.
@@ -302,23 +471,43 @@ async def consume_in_batches(
         while len(batch) < MAX_BATCH_EVENTS and not empty():
             batch.append(get_nowait())
         applied: list[Any] = []
+        outbox = Outbox(app)
+        token = _OUTBOX.set(outbox)
         try:
             for event in batch:
                 message = event.message
                 if not flow_active() or message.generation_id != app.consumer_generation_id:
                     continue  # fetched before a rebalance: its owner re-reads it
-                if not message.tracked:
+                if not applied:
+                    # One tracked message per batch is enough: a revocation waits
+                    # (Consumer.wait_empty) until it is acked, and the whole batch is
+                    # acked together. (Tracking every event costs two WeakSet
+                    # operations per event.)
                     message.tracked = True
-                    unacked.add(message)  # a revocation waits for its ack
+                    unacked.add(message)
                 set_current(ref(event))
                 applied.append(event)
                 result = apply(message)
                 if result is not None:
                     await result
+        except BaseException:
+            # Cancelled at stop, a bug: nothing of this batch is acked, so it is read
+            # again from the committed offset (at least once); untracked, so a
+            # revocation does not wait for it forever.
+            if applied:
+                unacked.discard(applied[0].message)
+            raise
         finally:
             set_current(None)
-            for event in applied:
-                event.ack()
+            _OUTBOX.reset(token)
+        try:
+            await outbox.send()  # acked only once their outputs are with the producer
+        except BaseException:
+            if applied:
+                unacked.discard(applied[0].message)
+            raise
+        for event in applied:
+            event.ack()
         # One event-loop turn per batch (not per event): the scheduler, the other agent
         # and the fetcher run between batches even while the queue stays full.
         await sleep(0)

@@ -55,21 +55,23 @@ class Intake:
         # function replay uses; the worker's own notify.* topics do not.
         self.door = {prefix + name: name for name in t.INPUT_TOPICS if name in handlers}
 
-    async def apply(self, message: Any) -> None:
-        """Apply one consumer message (a Faust ``Message`` of this agent's topics)."""
+    def apply(self, message: Any) -> Awaitable[None] | None:
+        """Apply one consumer message (a Faust ``Message`` of this agent's topics).
+
+        Returns an awaitable only when applying it must wait (a handler that writes, a
+        dead letter); the common case is a plain call, no coroutine per event.
+        """
         ctx = self.ctx
         topic = message.topic
         ctx.events_seen += 1
         ctx.positions[message.tp] = message.offset
         data = message.value
         if data is None or len(data) > MAX_RECORD_BYTES:
-            await self._tombstone_or_oversized(message)
-            return
+            return self._tombstone_or_oversized(message)
         try:
             value = codec.decode(self.records[topic], data)
         except Exception as exc:  # noqa: BLE001 - every decode failure is dead-lettered
-            await ctx.dead_letter(message, exc, "decode")
-            return
+            return ctx.dead_letter(message, exc, "decode")
         name = self.door.get(topic)
         if name is not None:
             key = message.key
@@ -82,22 +84,30 @@ class Intake:
                 ctx.clock(),
             )
             if isinstance(verdict, Reject):
-                await ctx.dead_letter(message, AdmissionError(verdict.reason), "admit")
-                return
+                return ctx.dead_letter(message, AdmissionError(verdict.reason), "admit")
             if isinstance(verdict, Rekey):
-                await ctx.rekey(message, verdict.key)
-                return
+                return ctx.rekey(message, verdict.key)
             if verdict.bounded_from is not None:
                 BOUNDED_TIMES.labels(name).inc()
             if verdict.value is not None:
                 value = verdict.value
         try:
             result = self.handlers[topic](message.partition, value)
-            if result is not None:
-                await result
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
-            log.warning("cannot apply a record from %s: %s", topic, exc)
-            await ctx.dead_letter(message, exc, "process")
+            return self._not_applied(message, exc)
+        if result is not None:
+            return self._finish(message, result)
+        return None
+
+    async def _finish(self, message: Any, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the agent
+            await self._not_applied(message, exc)
+
+    async def _not_applied(self, message: Any, exc: Exception) -> None:
+        log.warning("cannot apply a record from %s: %s", message.topic, exc)
+        await self.ctx.dead_letter(message, exc, "process")
 
     async def _tombstone_or_oversized(self, message: Any) -> None:
         """A record with no value (a delete) or too large to decode."""

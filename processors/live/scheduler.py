@@ -144,12 +144,10 @@ class FlushScheduler:
     async def _write_and_commit(self, due: list[Due]) -> None:
         ctx = self.ctx
         try:
-            results = await asyncio.gather(
-                *(
-                    ctx.write_and_wait(t.FLUSHES, flush["conversation_id"], flush, partition)
-                    for partition, _, flush in due
-                ),
-                return_exceptions=True,
+            # One send per partition for the whole tick's Flushes, then their acks.
+            results = await ctx.write_all_and_wait(
+                t.FLUSHES,
+                [(flush["conversation_id"], flush, partition) for partition, _, flush in due],
             )
             self._commit_closes(due, results)
         except Exception:  # pragma: no cover - the batches stay open and are retried
@@ -168,6 +166,8 @@ class FlushScheduler:
             cid = flush["conversation_id"]
             if conversations.batches.get(partition, {}).get(cid) is not batch:
                 continue  # revoked while we awaited; the new owner reads the Flush back
+            if result is None and not batch.holds_flush(flush):
+                continue  # already closed by the Flush read back: nothing to do twice
             if isinstance(result, BaseException):
                 log.warning(
                     "Flush of conversation %r not written (%s); the batch stays open, "

@@ -17,6 +17,8 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.producer.message_accumulator import BatchBuilder, MessageBatch
+from aiokafka.producer.producer import AIOKafkaProducer
 from faust.streams import Stream
 from faust.transport import consumer as faust_consumer
 from faust.transport.conductor import Conductor, ConductorCompiler
@@ -76,6 +78,28 @@ SOURCES: dict[str, tuple[Any, str]] = {
         FlowControlQueue.put_nowait_enhanced,
         "f1839f43dda3d2cf840858097e7d83750ecd8fafb8ff8c742769581e6b23aec4",
     ),
+    # the Outbox: aiokafka's own partitioner, batch API, and batch futures
+    "AIOKafkaProducer._partition": (
+        AIOKafkaProducer._partition,
+        "e45fa9c539d431d1a8af1efb94604c35e9108132a28f6a1e5b03977a0c67beaa",
+    ),
+    "AIOKafkaProducer.send_batch": (
+        AIOKafkaProducer.send_batch,
+        "bf42b0f0c5c0646db4cc15b54a81103fe948473a2969149bd9277fe2ca1b5235",
+    ),
+    "AIOKafkaProducer.create_batch": (
+        AIOKafkaProducer.create_batch,
+        "c4efda4bb7a09741e168138a54cdeeef2b87d5a99215ffcdef307037514c5359",
+    ),
+    "BatchBuilder.append": (
+        BatchBuilder.append,
+        "657d76f55157d9cac2981d5e76453c688425dbe14f271017a8904df4d5543a76",
+    ),
+    # a batch's future resolves to RecordMetadata whose offset is the base offset
+    "MessageBatch.done": (
+        MessageBatch.done,
+        "2d765e5c2dc8638ddf995f5f35484a7e60830c1ec3e0e9018e6e23438aeae20d",
+    ),
     # sets suspend_flow and clears flow_active together
     "Consumer.stop_flow": (
         Consumer.stop_flow,
@@ -84,10 +108,14 @@ SOURCES: dict[str, tuple[Any, str]] = {
 }
 
 
-def test_installed_faust_is_the_pinned_version() -> None:
+def test_installed_faust_and_aiokafka_are_the_pinned_versions() -> None:
+    import aiokafka
+
     assert faust.__version__ == fastpath.FAUST_VERSION
+    assert aiokafka.__version__ == fastpath.AIOKAFKA_VERSION
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(rf'"faust-streaming=={re.escape(fastpath.FAUST_VERSION)}"', pyproject)
+    assert re.search(rf'"aiokafka=={re.escape(fastpath.AIOKAFKA_VERSION)}"', pyproject)
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -154,7 +182,17 @@ def test_attributes_relied_on() -> None:
         "headers",
         "message",
     ]
+    # the event is built as App.create_event builds it
+    assert "self.conf.Event(self, key, value, headers, message)" in inspect.getsource(
+        faust.App.create_event
+    )
     assert ProducerBuffer.max_messages == 100
+    # the Outbox reaches aiokafka's producer through Faust's, and its metadata wait
+    from aiokafka.client import AIOKafkaClient
+    from faust.transport.drivers.aiokafka import Producer as FaustProducer
+
+    assert callable(FaustProducer._ensure_producer)
+    assert inspect.iscoroutinefunction(AIOKafkaClient._wait_on_metadata)
     assert "self.pending" in inspect.getsource(ProducerBuffer)
     assert callable(Consumer.on_buffer_full) and callable(Consumer.on_buffer_drop)
     from faust.sensors.base import SensorDelegate
