@@ -800,7 +800,7 @@ def main() -> None:
             ("worker with a flush per message / bare", worker_b / bare_b, ">=", 2.0),
             (f"flush lateness p99 at {LIVE_RATE:,.0f} events/s (ms)", p99, "<=", 100.0),
         )
-        print("targets (one run, side by side; the machine may be shared, see README):")
+        print("targets (one run, side by side; on a shared machine single runs move by tens of %):")
         for label, value, op, target in targets:
             met = value >= target if op == ">=" else value <= target
             print(
