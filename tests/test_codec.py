@@ -953,3 +953,33 @@ def test_no_schema_work_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
         assert codec.decode(record, codec.encode_json(record, SAMPLES[record])) == SAMPLES[record]
     old = {k: v for k, v in MESSAGE.items() if k not in ("mentions", "origin")}
     assert codec.decode("MessageEvent", v1_message_bytes(old))["origin"] == "web"
+
+
+def test_encode_built_writes_the_same_bytes_and_refuses_the_same_records() -> None:
+    """The worker's fast encode of its own outputs (codec.encode_built): byte for byte
+    what encode writes, for every output replay gives on the demo scenario; a bad
+    record raises encode's EncodeError."""
+    from processors import codec as live_codec
+    from processors import topics as topic_specs
+    from processors.core.engine import Engine
+
+    root = Path(__file__).resolve().parents[1]
+    engine = Engine()
+    outputs: list[tuple[str, str | None, dict[str, Any]]] = []
+    for line in (root / "processors/demo/scenario.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        topic, value = rec["topic"], rec.get("value")
+        decoded = (
+            None
+            if value is None
+            else live_codec.from_json_value(topic_specs.TOPICS[topic].record or "", value)
+        )
+        outputs += engine.feed(topic, rec.get("key"), decoded)
+    outputs += engine.finish()
+    assert {t for t, _, _ in outputs} >= {"notify.flushes", "notify.decisions", "notify.email"}
+    for topic, _, value in outputs:
+        name = topic_specs.TOPICS[topic].record or ""
+        assert live_codec.encode_built(name, value) == live_codec.encode(name, value)
+    decision = next(v for t, _, v in outputs if t == "notify.decisions")
+    with pytest.raises(live_codec.EncodeError, match="ts"):
+        live_codec.encode_built("Decision", {**decision, "ts": "soon"})

@@ -324,6 +324,21 @@ class ConversationBatch:
             "cause": cause,
         }
 
+    def holds_flush(self, flush: Mapping[str, Any]) -> bool:
+        """Is ``flush`` a close of this batch that has not been committed here yet?
+
+        True when every message of ``flush`` is still pending and its id is the one
+        :func:`~processors.core.ids.flush_id` gives for them: a worker that crashed
+        after writing the Flush and before recording the close left it so, and its
+        successor commits the same close (deterministic) instead of writing it again.
+        """
+        ids = flush["message_ids"]
+        return (
+            bool(self.pending)
+            and self.pending_ids.issuperset(ids)
+            and flush_id(self.conversation_id, ids) == flush["flush_id"]
+        )
+
     def commit_close(self, flush: Mapping[str, Any], cfg: CoreSettings) -> None:
         """Forget the messages of ``flush`` (from :meth:`due_flush` or
         :meth:`flush_before`) once it is written.

@@ -33,14 +33,14 @@ does live.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from processors.core.batching import ConversationBatch, MessageTooLarge
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
-from processors.core.settings import CoreSettings, config_record_wins
+from processors.core.scheduler import DeadlineScheduler
+from processors.core.settings import CoreSettings, config_record_wins, snapshot_wins
 from processors.topics import (
     CHANNEL_TOPICS,
     CONVERSATIONS,
@@ -96,8 +96,8 @@ class Engine:
         self.users: dict[str, dict[str, Any]] = {}
         self.roles: dict[str, dict[str, Any]] = {}
         self._names = _UserNames(self.users)  # display names for fan_out, no copy
-        self._heap: list[tuple[int, str]] = []
-        self._scheduled: dict[str, int] = {}
+        # conversation_id -> when its batch closes (one entry per open batch)
+        self._deadlines: DeadlineScheduler[str] = DeadlineScheduler()
         # Outputs a handler itself produced (a batch closed by size before a message).
         self._produced: list[Output] = []
         # (conversation_id, message_id, reason) of messages no batch could hold; the live
@@ -140,7 +140,8 @@ class Engine:
         # The event's own time decides what fires, not the running maximum: a deadline
         # already behind the maximum (a late conversation's batch) still fires before
         # an event of that time or later is applied.
-        if self._heap and self._heap[0][0] <= ts:
+        next_deadline = self._deadlines.next_deadline()
+        if next_deadline is not None and next_deadline <= ts:
             out: list[Output] = []
             self._fire_due(ts, out)
             handler(value)
@@ -215,24 +216,19 @@ class Engine:
             presence = self.presence[user_id] = UserPresence(user_id)
         presence.apply(value, self.cfg)
 
-    @staticmethod
-    def _newer(held: Mapping[str, Any] | None, value: Mapping[str, Any]) -> bool:
-        # Compacted snapshots: an older snapshot arriving late must not win.
-        return held is None or int(value.get("ts") or 0) >= int(held.get("ts") or 0)
-
     def _on_conversation(self, value: Mapping[str, Any]) -> None:
         key = value["conversation_id"]
-        if self._newer(self.conversations.get(key), value):
+        if snapshot_wins(self.conversations.get(key), value):
             self.conversations[key] = dict(value)
 
     def _on_user(self, value: Mapping[str, Any]) -> None:
         key = value["user_id"]
-        if self._newer(self.users.get(key), value):
+        if snapshot_wins(self.users.get(key), value):
             self.users[key] = dict(value)
 
     def _on_role(self, value: Mapping[str, Any]) -> None:
         key = value["name"]
-        if self._newer(self.roles.get(key), value):
+        if snapshot_wins(self.roles.get(key), value):
             self.roles[key] = dict(value)
 
     def _on_settings(self, value: Mapping[str, Any]) -> None:
@@ -246,45 +242,22 @@ class Engine:
     def _apply_cfg(self, cfg: CoreSettings) -> None:
         self.cfg = cfg
         # Every open batch's deadline depends on the settings: reschedule them all.
-        self._heap = []
-        self._scheduled = {}
-        for conversation_id, batch in self.batches.items():
-            if batch.pending:
-                self._schedule(conversation_id, batch)
+        self._deadlines.reschedule_all(
+            (conversation_id, batch.deadline(cfg))
+            for conversation_id, batch in self.batches.items()
+        )
 
     # -- time -----------------------------------------------------------------------
 
     def _schedule(self, conversation_id: str, batch: ConversationBatch) -> None:
-        # One heap entry per conversation, at the earliest its batch may close. Most
-        # events only push a deadline later (a typing refresh, another message): the
-        # entry stays and is re-pushed at the true deadline when it comes up, which
-        # keeps the heap at one entry per open batch instead of one per event.
-        deadline = batch.deadline(self.cfg)
-        if deadline is None:
-            return
-        held = self._scheduled.get(conversation_id)
-        if held is None or deadline < held:
-            self._scheduled[conversation_id] = deadline
-            heapq.heappush(self._heap, (deadline, conversation_id))
+        self._deadlines.schedule(conversation_id, batch.deadline(self.cfg))
+
+    def _deadline_of(self, conversation_id: str) -> int | None:
+        return self.batches[conversation_id].deadline(self.cfg)
 
     def _fire_due(self, now: int | None, out: list[Output]) -> None:
-        heap = self._heap
-        scheduled = self._scheduled
-        cfg = self.cfg
-        while heap and (now is None or heap[0][0] <= now):
-            due, conversation_id = heapq.heappop(heap)
-            if scheduled.get(conversation_id) != due:
-                continue  # a stale entry: an earlier deadline replaced it
-            batch = self.batches[conversation_id]
-            deadline = batch.deadline(cfg)
-            if deadline is None:
-                del scheduled[conversation_id]
-            elif deadline > due:
-                scheduled[conversation_id] = deadline  # moved later: wait for it
-                heapq.heappush(heap, (deadline, conversation_id))
-            else:
-                del scheduled[conversation_id]
-                self._close(batch, out)
+        for conversation_id in self._deadlines.due(now, self._deadline_of):
+            self._close(self.batches[conversation_id], out)
 
     def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
         self._emit(batch.close(self.cfg), out)

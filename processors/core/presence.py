@@ -78,6 +78,14 @@ class UserPresence:
             return Presence.ONLINE_UNFOCUSED
         return Presence.ONLINE_ELSEWHERE if online else Presence.OFFLINE
 
+    def has_online_session(self) -> bool:
+        """Has some session last said it is online (whatever its age)?
+
+        The worker persists presence when this changes (a user coming online or going
+        offline), so a successor after a crash starts from the right side of it.
+        """
+        return any(session[1] for session in self.sessions.values())
+
     def is_empty(self) -> bool:
         return not self.sessions
 

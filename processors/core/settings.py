@@ -192,3 +192,18 @@ def config_record_wins(held: Position | None, incoming: Position) -> bool:
     usable ``ts`` (0 or negative) never get here: they are dead-lettered.
     """
     return held is None or incoming >= held
+
+
+def snapshot_wins(held: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> bool:
+    """Does a snapshot record (a Conversation, a User) replace the one held for its key?
+
+    Compacted topics deliver whole snapshots, and an older one can arrive late: the
+    higher ``ts`` wins, an equal ``ts`` the one read later (:func:`config_record_wins`
+    on one partition). A missing ``ts`` counts as 0. ``replay`` and the live worker both
+    decide through here.
+    """
+    if held is None:
+        return True
+    return config_record_wins(
+        (int(held.get("ts") or 0), 0, 0), (int(incoming.get("ts") or 0), 0, 0)
+    )

@@ -4,7 +4,9 @@ Faust's Prometheus sensor (``faust.sensors.prometheus``, faust-streaming 0.15.3)
 app's monitor in every process :func:`processors.app.create_app` builds. It already
 counts what a user of any Faust app expects, so we do not count it again by hand:
 
-- ``chat_notifier_faust_messages_received_per_topic_total{topic}``: events in by topic;
+- ``chat_notifier_faust_messages_received_per_topic_total{topic}``: events in by topic
+  (the worker's batch path skips the per-record sensor call and counts
+  ``chat_notifier_events_in_total{topic}`` itself);
 - ``chat_notifier_faust_topic_partition_end_offset{topic,partition}`` and
   ``..._topic_partition_offset_commited{topic,partition}``: the offsets lag is made of;
 - ``chat_notifier_faust_table_operations_total{table,operation}``, producer send
@@ -18,8 +20,9 @@ On top, ``chat_notifier_consumer_lag{topic,partition}`` (a collector, computed w
 scraped): records on each assigned input partition not yet processed and committed,
 end offset minus committed offset, so an alert needs no PromQL join.
 
-:func:`serve_pages` gives a process without its own pages (the senders) ``/metrics``,
-``/health`` and ``/ready``; the worker's are in :mod:`processors.live.agents`.
+:func:`serve_pages` gives the senders and the reply agent ``/metrics``, ``/health`` and
+``/ready``; :func:`register_pages` gives the worker its own (readiness includes its
+conversation partitions). The worker's counters are defined here, once.
 """
 
 from __future__ import annotations
@@ -29,9 +32,42 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+# The worker's own metrics, defined once (docs/operations.md explains each).
+DEAD_LETTERS = PromCounter(
+    "chat_notifier_dead_letters_total",
+    "Records sent to notify.dead-letter",
+    ["topic", "stage"],
+)
+REKEYED = PromCounter(
+    "chat_notifier_rekeyed_total",
+    "Input records re-published under the key their value names",
+    ["topic"],
+)
+BOUNDED_TIMES = PromCounter(
+    "chat_notifier_event_times_bounded_total",
+    "Input records whose event time was more than 5 minutes ahead, set to the reference",
+    ["topic"],
+)
+EVENTS_IN = PromCounter(
+    "chat_notifier_events_in_total",
+    "Input records applied by the worker's batch path, by topic",
+    ["topic"],
+)
+FLUSHES = PromCounter("chat_notifier_flushes_total", "Flush records produced", ["cause"])
+DECISIONS = PromCounter(
+    "chat_notifier_decisions_total", "Decision records produced", ["outcome", "reason", "channel"]
+)
+FLUSH_LATENESS = Histogram(
+    "chat_notifier_flush_lateness_seconds",
+    "Worker clock at close minus the batch deadline",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
 
 FAUST_PREFIX = "chat_notifier_faust"
 
@@ -131,3 +167,37 @@ __all__ = [
     "recovered",
     "serve_pages",
 ]
+
+
+def register_pages(
+    app: faust.App, *, config_ready: Callable[[], bool], partitions: Callable[[], list[int]]
+) -> None:
+    """/metrics (Prometheus text), /health, and /ready (503 until the worker joined its
+    group, recovered its partitions and read roles and settings up to their
+    high-water marks at start)."""
+
+    async def metrics_page(web: Any, request: Any) -> Any:
+        from prometheus_client import generate_latest
+
+        # aiohttp refuses a charset inside content_type; the text format is ASCII.
+        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
+
+    async def health_page(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    async def ready_page(web: Any, request: Any) -> Any:
+        caught_up = config_ready()
+        ready = bool(app.assignor.assigned_actives()) and not app.rebalancing and caught_up
+        return web.json(
+            {
+                "ready": ready,
+                "config_caught_up": caught_up,
+                "conversation_partitions": partitions(),
+            },
+            status=200 if ready else 503,
+        )
+
+    # Faust inspects a page function's signature: plain (web, request) functions.
+    app.page("/metrics")(metrics_page)
+    app.page("/health")(health_page)
+    app.page("/ready")(ready_page)

@@ -305,3 +305,16 @@ def test_commit_close_keeps_messages_that_joined_after_the_flush_was_computed() 
     assert flush["message_ids"] == ["m1"] and batch.pending_ids == {"m2"}
     assert batch.deadline(CFG) == 22 * S
     assert batch.add_message(msg("m1", 1), CFG) is False  # flushed ids stay de-duplicated
+
+
+def test_holds_flush_only_for_an_uncommitted_close_of_its_own_messages() -> None:
+    cfg = CoreSettings()
+    batch = ConversationBatch("c1")
+    for mid, ts in (("m1", 1 * S), ("m2", 2 * S)):
+        batch.add_message(msg(mid, ts), cfg)
+    flush = batch.due_flush(cfg)
+    assert batch.holds_flush(flush)
+    assert not batch.holds_flush({**flush, "flush_id": flush_id("c1", ["m1"])})
+    assert not batch.holds_flush({**flush, "message_ids": ["m1", "m9"]})
+    batch.commit_close(flush, cfg)
+    assert not batch.holds_flush(flush)  # committed: nothing left to close

@@ -86,3 +86,14 @@ def test_stale_sessions_are_pruned() -> None:
     for i in range(100):
         state.apply(presence("u", i * 10 * S, session=f"s{i}"), CFG)
     assert len(state.sessions) <= 7
+
+
+def test_has_online_session_ignores_age_and_follows_the_last_word_of_each_session() -> None:
+    cfg = CoreSettings()
+    user = UserPresence("u")
+    assert not user.has_online_session()
+    user.apply(presence("u", 1 * S, "s1", online=True), cfg)
+    user.apply(presence("u", 2 * S, "s2", online=False), cfg)
+    assert user.has_online_session()
+    user.apply(presence("u", 3 * S, "s1", online=False), cfg)
+    assert not user.has_online_session()

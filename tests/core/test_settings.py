@@ -89,3 +89,22 @@ def test_which_config_record_wins(
     held: tuple[int, int, int] | None, incoming: tuple[int, int, int], wins: bool
 ) -> None:
     assert config_record_wins(held, incoming) is wins
+
+
+@pytest.mark.parametrize(
+    "held, incoming, wins",
+    [
+        (None, {"ts": 5}, True),
+        ({"ts": 5}, {"ts": 6}, True),
+        ({"ts": 5}, {"ts": 5}, True),  # equal: the one read later
+        ({"ts": 6}, {"ts": 5}, False),  # an older snapshot arriving late
+        ({}, {"ts": 1}, True),
+        ({"ts": 1}, {}, False),
+    ],
+)
+def test_newer_snapshot_wins(
+    held: dict[str, int] | None, incoming: dict[str, int], wins: bool
+) -> None:
+    from processors.core.settings import snapshot_wins
+
+    assert snapshot_wins(held, incoming) is wins
