@@ -1,4 +1,4 @@
-"""Per-conversation batching (DESIGN §4): group messages until everyone stopped typing.
+"""Per-conversation batching (contract §4): group messages until everyone stopped typing.
 
 One :class:`ConversationBatch` per conversation holds the pending batch, who is typing,
 and a small window of recent message ids for de-duplication. It knows nothing about

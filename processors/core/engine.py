@@ -1,4 +1,4 @@
-"""The whole pipeline in one process, on event time: what ``replay`` runs (DESIGN §9).
+"""The whole pipeline in one process, on event time: what ``replay`` runs (contract §9).
 
 The live workers split the same steps across agents (conversation → fan-out →
 decide); this engine chains them directly. Same input, same output, byte for byte.
@@ -21,7 +21,7 @@ test_properties.py). What still depends on interleaving: if another conversation
 event with time ``u`` sits between two events of X whose second is *earlier* than
 one of X's pending deadlines ``d <= u`` (X's stream delayed by more than its
 inactivity period while later events keep arriving in between), ``d`` fires at that
-event, as the rule says, and X's later message starts a new batch (DESIGN §4 rule 7)
+event, as the rule says, and X's later message starts a new batch (contract §4 rule 7)
 instead of extending the old one; a live worker, whose clock moves on regardless,
 does the same. Decisions also read the presence, users, roles and settings applied
 before the close, so their interleaving with a conversation's events matters, as it
@@ -59,7 +59,7 @@ NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocat
 
 
 class _UserNames(Mapping[str, str]):
-    """user id -> ``User.name``, read through from the users held (DESIGN §8)."""
+    """user id -> ``User.name``, read through from the users held (contract §8)."""
 
     def __init__(self, users: Mapping[str, Mapping[str, Any]]) -> None:
         self._users = users

@@ -1,4 +1,4 @@
-"""Presence per user, aggregated over sessions (tabs, devices) (DESIGN §5).
+"""Presence per user, aggregated over sessions (tabs, devices) (contract §5).
 
 A session is online until it says offline or sends nothing for ``presence_ttl``.
 The user is VIEWING a conversation when some live session has it selected and

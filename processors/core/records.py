@@ -1,4 +1,4 @@
-"""The schemas' records as ``TypedDict``s, for the seams between modules (DESIGN §3).
+"""The schemas' records as ``TypedDict``s, for the seams between modules (contract §3).
 
 ``processors.codec`` decodes a record into a plain dict with every schema field filled
 in; the live agents and the core pass them on typed as these, so mypy strict checks

@@ -2,7 +2,7 @@
 
 Pure: the live config reader (:mod:`processors.live.config`), the worker's ``--set``,
 the senders and ``replay`` all validate through here, so they accept and refuse the same
-records and agree on which one is in force (DESIGN §4, §11 "Config topics of any shape").
+records and agree on which one is in force (contract §4, §11 "Config topics of any shape").
 
 Bounds, in seconds (exclusive lower bound 0, inclusive upper bound):
 
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Defaults of the dashboard's AppSettings record (DESIGN §4).
+# Defaults of the dashboard's AppSettings record (contract §4).
 DEFAULT_INACTIVITY_S = 10
 DEFAULT_TYPING_TTL_S = 10
 DEFAULT_MAX_BATCH_S = 300

@@ -1,4 +1,4 @@
-"""The worker: thin Faust adapters around the pure core (DESIGN §2–§5), composed here.
+"""The worker: thin Faust adapters around the pure core (contract §2–§5), composed here.
 
 * :mod:`processors.live.conversations` — the conversation agent (``chat.messages``,
   ``chat.typing``, ``chat.conversations``, ``notify.flushes``): batches hot in memory,

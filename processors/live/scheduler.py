@@ -46,7 +46,7 @@ class FlushScheduler:
         self.active: set[int] = set()
         # After an assignment, overdue batches wait until the partition's input has been
         # read up to the high-water mark (or CATCH_UP_MAX_MS passed): messages sent
-        # while no worker ran then join the batch they belong to (DESIGN §4 rule 3)
+        # while no worker ran then join the batch they belong to (contract §4 rule 3)
         # instead of being split off by a close that only happened late.
         self.catching_up: dict[int, int] = {}
         self.flush_writes: set[asyncio.Task[None]] = set()  # Flushes awaiting their ack

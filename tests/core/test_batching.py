@@ -1,4 +1,4 @@
-"""DESIGN §4 batching rules through the public API (Engine on event time, and the batch)."""
+"""contract §4 batching rules through the public API (Engine on event time, and the batch)."""
 
 from __future__ import annotations
 

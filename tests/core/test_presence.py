@@ -1,4 +1,4 @@
-"""Presence per session, aggregated per user, with TTL (DESIGN §5)."""
+"""Presence per session, aggregated per user, with TTL (contract §5)."""
 
 from __future__ import annotations
 
