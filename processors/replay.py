@@ -218,7 +218,7 @@ def read_jsonl(
             progress.update(done, line_no)
         if line_no == 1:
             raw = raw.removeprefix(b"\xef\xbb\xbf" if isinstance(raw, bytes) else "\ufeff")  # type: ignore[arg-type]
-        if not raw.strip():
+        if not raw or raw.isspace():  # blank (strip() would copy every line)
             continue
         try:
             yield parse_line(line_no, raw, counts)
