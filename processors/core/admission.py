@@ -54,7 +54,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from processors.topics import (
     CONVERSATIONS,
@@ -152,7 +152,7 @@ def id_problem(text: str) -> str | None:
     return None
 
 
-def _suspect(text: Any) -> bool:
+def _suspect(text: object) -> TypeGuard[str]:
     # The cheap test every good id passes: a short, printable string (printable text
     # holds no Cc character); only a suspect id is examined by id_problem.
     return isinstance(text, str) and (len(text) > MAX_ID_CHARS or not text.isprintable())
