@@ -524,9 +524,6 @@ def _unknown(value: Mapping[str, Any], fields: frozenset[str]) -> _Invalid:
 # --------------------------------------------------------------------------- one record type
 
 
-_dumps = orjson.dumps
-
-
 class _RecordCodec:
     """Everything precomputed for one record type."""
 
@@ -543,22 +540,6 @@ class _RecordCodec:
         self.has_enum_like = python.has_enum_like
         self.has_bytes = '"bytes"' in json.dumps(standalone)
         self.field_names = tuple(f["name"] for f in standalone["fields"])
-        # Records of strings, integers, booleans and nulls only (Decision): their replay
-        # lines can come from orjson (see json_line).
-        self.flat_fields = (
-            list(self.field_names)
-            if all(_is_flat(f["type"]) for f in standalone["fields"])
-            else None
-        )
-
-
-_FLAT_TYPES: Final = frozenset({"string", "int", "long", "boolean", "null"})
-
-
-def _is_flat(node: Any) -> bool:
-    if isinstance(node, list):
-        return all(_is_flat(branch) for branch in node)
-    return isinstance(node, str) and node in _FLAT_TYPES
 
 
 def _fingerprint_bytes(canonical: str) -> bytes:
@@ -736,33 +717,19 @@ class Codec:
         """Compact UTF-8 JSON of :meth:`to_json_value`, for JSON Lines and demo tooling."""
         return orjson.dumps(self.to_json_value(record, value))
 
-    def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> bytes:
-        """One replay output line (UTF-8, with its newline), exactly what
-        ``json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)``
-        gives. ``value`` is a record the core made (schema order); anything else takes
-        json.dumps itself."""
+    def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> str:
+        """One replay output line (with its newline), exactly what ``json.dumps({"topic":
+        topic, "key": key, "value": value}, ensure_ascii=False)`` gives. ``value`` is a
+        record the core made (schema order); anything else takes json.dumps itself."""
         rec = self._record(record)
         if type(value) is dict and len(value) == len(rec.field_names):
-            if rec.flat_fields is not None and list(value) == rec.flat_fields:
-                # orjson escapes strings exactly as json.dumps(ensure_ascii=False) does but
-                # writes no space after "," and ":". When every "," and ":" in its output is
-                # a separator (counted: none inside a string), adding the spaces by
-                # replacement gives json.dumps' bytes; else the compiled writer below does.
-                try:
-                    raw = _dumps({"topic": topic, "key": key, "value": value})
-                except TypeError:  # orjson.JSONEncodeError: e.g. a lone surrogate
-                    raw = b""
-                n = len(value)
-                if raw.count(b",") == n + 1 and raw.count(b":") == n + 3:
-                    return raw.replace(b",", b", ").replace(b":", b": ") + b"\n"
             try:
                 k = "null" if key is None else encode_basestring(key)
-                line = f'{{"topic": {encode_basestring(topic)}, "key": {k}, "value": {rec.write_json(value)}}}\n'
-                return line.encode()
+                return f'{{"topic": {encode_basestring(topic)}, "key": {k}, "value": {rec.write_json(value)}}}\n'
             except (TypeError, KeyError, AttributeError):
                 pass
         item = {"topic": topic, "key": key, "value": value}
-        return (json.dumps(item, ensure_ascii=False) + "\n").encode()
+        return json.dumps(item, ensure_ascii=False) + "\n"
 
     # ---- decoding
 
