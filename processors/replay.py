@@ -34,7 +34,7 @@ from typing import IO, Any
 import orjson
 
 from processors import codec
-from processors.core.admission import Admit, Reject, admit
+from processors.core.admission import Admit, Reject, Rekey, admit
 from processors.core.engine import Engine, Output
 from processors.core.settings import CoreSettings, SettingsError, validate_app_settings
 from processors.topics import (
@@ -87,11 +87,11 @@ def admitted(
     value is applied under that id here, which is where it ends up live too.
     """
     verdict = admit(topic, key, value, record_ts, None)
-    if not isinstance(verdict, Admit | Reject):  # Rekey
+    if type(verdict) is Rekey:
         counts.rekeyed += 1
         key = verdict.key
         verdict = admit(topic, key, value, record_ts, None)
-    if isinstance(verdict, Reject):
+    if type(verdict) is Reject:
         raise ValueError(verdict.reason)
     if not isinstance(verdict, Admit) or verdict.value is None:  # pragma: no cover
         raise ValueError(f"cannot admit the record under key {key!r}")

@@ -54,7 +54,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from processors.topics import (
     CONVERSATIONS,
@@ -152,24 +152,22 @@ def id_problem(text: str) -> str | None:
     return None
 
 
-def _suspect(text: object) -> TypeGuard[str]:
-    # The cheap test every good id passes: a short, printable string (printable text
-    # holds no Cc character); only a suspect id is examined by id_problem.
-    return isinstance(text, str) and (len(text) > MAX_ID_CHARS or not text.isprintable())
-
-
 def _ids_problem(rule: _TopicRule, value: Mapping[str, Any]) -> str | None:
-    """Rule 2 for one value: the first bad id, as "<field> <problem>", or None."""
+    """Rule 2 for one value: the first bad id, as "<field> <problem>", or None.
+
+    Every good id passes a cheap test first: a short, printable string (printable
+    text holds no Cc character); only a suspect id is examined by :func:`id_problem`.
+    """
     for field in rule.id_fields:
         text = value.get(field)
-        if _suspect(text):
+        if isinstance(text, str) and (len(text) > MAX_ID_CHARS or not text.isprintable()):
             problem = id_problem(text)
             if problem is not None:
                 return f"{field} {problem}"
     for list_field, item_field in rule.id_lists:
         for i, item in enumerate(value.get(list_field) or ()):
             text = item if item_field is None else item.get(item_field)
-            if _suspect(text):
+            if isinstance(text, str) and (len(text) > MAX_ID_CHARS or not text.isprintable()):
                 problem = id_problem(text)
                 if problem is not None:
                     suffix = "" if item_field is None else f".{item_field}"
