@@ -383,7 +383,10 @@ class _Compiler:
             else:
                 body.append(f"        if {var} is M: raise _Invalid('missing')")
                 body.append("        else:")
-            body.append("            n += 1")
+            if self.python:  # counted to find unknown fields; JSON input may have them
+                body.append("            n += 1")
+            else:
+                body.append("            pass")
             body += ["            " + s for s in self.check(ftype, var, allowed)]
             out.append(f"{name!r}: {var}")
             # JSON key as f-string text: double quotes and escaped braces only.
