@@ -364,7 +364,8 @@ class _Compiler:
         short = node["name"].rpartition(".")[2]
         body: list[str] = []
         out: list[str] = []
-        parts: list[str] = []
+        parts: list[str] = []  # the writer's f-string, one part per field
+        fields: list[str] = []  # the writer's statements computing each field's JSON
         for field in node["fields"]:
             name, ftype = field["name"], field["type"]
             var = f"x{len(out)}"
@@ -382,10 +383,16 @@ class _Compiler:
             else:
                 body.append(f"        if {var} is M: raise _Invalid('missing')")
                 body.append("        else:")
-            body.append("            n += 1")
+            if self.python:  # counted to find unknown fields; JSON input may have them
+                body.append("            n += 1")
+            else:
+                body.append("            pass")
             body += ["            " + s for s in self.check(ftype, var, allowed)]
             out.append(f"{name!r}: {var}")
-            parts.append(repr(f'"{name}": ') + " + " + self.writer(ftype, f"v[{name!r}]"))
+            # JSON key as f-string text: double quotes and escaped braces only.
+            key = json.dumps(name, ensure_ascii=False).replace("{", "{{").replace("}", "}}")
+            parts.append(f"{key}: {{a{len(parts)}}}")
+            fields += self.field_writer(ftype, f"a{len(parts) - 1}", f"v[{name!r}]")
         unknown = "    if n != len(v): raise _unknown(v, K_fields)" if self.python else "    pass"
         self.env["K_fields" + str(index)] = frozenset(f["name"] for f in node["fields"])
         self.src += [
@@ -400,8 +407,10 @@ class _Compiler:
             "        raise",
             unknown.replace("K_fields", f"K_fields{index}"),
             f"    return {{{', '.join(out)}}}",
+            # One f-string per record: a single join, not a concatenation per field.
             f"def w{index}(v):",
-            "    return '{' + " + " + ', ' + ".join(parts or ["''"]) + " + '}'",
+            *["    " + s for s in fields],
+            f"    return f'{{{{{', '.join(parts)}}}}}'",
         ]
         return index
 
@@ -467,6 +476,15 @@ class _Compiler:
         self.src.append("    return x")
         self.env[name] = None  # reserve the name
         return name
+
+    def field_writer(self, node: Any, var: str, expr: str) -> list[str]:
+        """Statements setting ``var`` to the JSON text of ``expr`` (a record field)."""
+        if isinstance(node, list):  # [null, T], inline: most fields of our records
+            return [
+                f"{var} = {expr}",
+                f"{var} = 'null' if {var} is None else {self.writer(node[1], var)}",
+            ]
+        return [f"{var} = {self.writer(node, expr)}"]
 
     def writer(self, node: Any, expr: str) -> str:
         if isinstance(node, list):  # [null, T]: a function per union, not a lambda per call

@@ -49,3 +49,15 @@ def test_generated_traffic_output_is_byte_identical(tmp_path: Path) -> None:
     output = run_replay(tmp_path, source, "--deliveries")
     assert output.count(b"\n") == 26_121
     assert hashlib.sha256(output).hexdigest() == GENERATED_20K_DELIVERIES
+
+
+def test_output_to_stdout_is_the_same_bytes(tmp_path: Path) -> None:
+    # Lines are written as UTF-8 bytes (to a binary file, or stdout's buffer).
+    proc = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "replay", "--input", str(SCENARIO)]
+        + ["--output", "-", "--deliveries"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (FIXTURES / "demo-deliveries.out.jsonl").read_bytes()

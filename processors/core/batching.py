@@ -46,6 +46,7 @@ import hashlib
 import struct
 from bisect import insort
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from processors.core.ids import flush_id
@@ -115,6 +116,10 @@ def message_bytes(message: Mapping[str, Any]) -> int:
     return MESSAGE_OVERHEAD_BYTES + size + 2 * len(mentions)
 
 
+# A message id is digested up to three times within a few events (is it a duplicate,
+# before flush_before and add_message; into the window, at the close): remember the
+# recent ones.
+@lru_cache(maxsize=4096)
 def _digest(message_id: str) -> int:
     # A stable digest (Python's hash() is salted per process, and this survives restarts).
     return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little")

@@ -21,22 +21,37 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 FLUSH_PREFIX = "f-"
 DECISION_PREFIX = "d-"
 _DIGEST_BYTES = 16
 
 
+_NONE_FIELD = b"\xff\xff\xff\xff"
+
+
+def _field(part: str | None) -> bytes:
+    """One length-prefixed field (None apart from "")."""
+    if part is None:
+        return _NONE_FIELD
+    data = part.encode("utf-8", "surrogatepass")
+    return len(data).to_bytes(4, "big") + data
+
+
 def _digest(parts: Iterable[str | None], *, person: bytes) -> str:
-    h = hashlib.blake2b(digest_size=_DIGEST_BYTES, person=person)
-    for part in parts:
-        if part is None:
-            h.update(b"\xff\xff\xff\xff")
-            continue
-        data = part.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(4, "big"))
-        h.update(data)
-    return h.hexdigest()
+    data = b"".join([_field(part) for part in parts])
+    return hashlib.blake2b(data, digest_size=_DIGEST_BYTES, person=person).hexdigest()
+
+
+# A flush has a decision per recipient and channel: its id is hashed once (the state
+# after the flush id), then copied per decision. The few channels are framed once.
+@lru_cache(maxsize=64)
+def _after_flush_id(flush_id: str) -> hashlib.blake2b:
+    return hashlib.blake2b(_field(flush_id), digest_size=_DIGEST_BYTES, person=b"cn-decision")
+
+
+_channel_field = lru_cache(maxsize=16)(_field)
 
 
 def flush_id(conversation_id: str, message_ids: Iterable[str]) -> str:
@@ -48,7 +63,9 @@ def flush_id(conversation_id: str, message_ids: Iterable[str]) -> str:
 
 def decision_id(flush_id: str, recipient_id: str | None, channel: str | None) -> str:
     """The id of the decision about ``recipient_id`` on ``channel`` (None: as a whole)."""
-    return DECISION_PREFIX + _digest((flush_id, recipient_id, channel), person=b"cn-decision")
+    h = _after_flush_id(flush_id).copy()
+    h.update(_field(recipient_id) + _channel_field(channel))
+    return DECISION_PREFIX + h.hexdigest()
 
 
 def delivery_id(flush_id: str, recipient_id: str, channel: str) -> str:
