@@ -329,9 +329,11 @@ def read_kafka(
     progress.close(progress.total, progress.total)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = EPILOG
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where recorded events come from: a JSONL file (or stdin) or a Kafka range.
+
+    Shared by ``replay`` and ``whatif``; :func:`open_records` reads what they name.
+    """
     parser.add_argument("--input", type=Path, help="JSON Lines of input records ('-' for stdin)")
     parser.add_argument(
         "--from-kafka",
@@ -343,6 +345,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", help="with --from-kafka: offset or ISO-8601 time (inclusive)")
     parser.add_argument("--end", help="with --from-kafka: offset or ISO-8601 time (exclusive)")
+
+
+def open_records(
+    args: argparse.Namespace,
+    stack: contextlib.ExitStack,
+    errors: list[ReplayInputError],
+    door: DoorCounts,
+) -> Iterator[Record]:
+    """The admitted input records :func:`add_input_arguments` names, in input order.
+
+    Bad lines are appended to ``errors``; a file that cannot be opened raises
+    :class:`ReplayFileError` with its exit code. The file stays open on ``stack``.
+    """
+    if args.from_kafka:
+        return read_kafka(args, errors, door)
+    if str(args.input) == "-":
+        return read_jsonl(sys.stdin.buffer, errors, None, door)
+    try:
+        handle = stack.enter_context(args.input.open("rb"))
+    except OSError as exc:
+        raise ReplayFileError(
+            f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
+        ) from None
+    progress = _Progress(args.input.stat().st_size, sys.stderr)
+    return read_jsonl(handle, errors, progress, door)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_input_arguments(parser)
     parser.add_argument(
         "--output", type=Path, required=True, help="JSON Lines to write ('-' for stdout)"
     )
@@ -487,19 +520,7 @@ def run(args: argparse.Namespace) -> int:
     flushes = 0
     try:
         with contextlib.ExitStack() as stack:
-            if args.from_kafka:
-                records = read_kafka(args, errors, door)
-            elif str(args.input) == "-":
-                records = read_jsonl(sys.stdin.buffer, errors, None, door)
-            else:
-                try:
-                    handle = stack.enter_context(args.input.open("rb"))
-                except OSError as exc:
-                    raise ReplayFileError(
-                        f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
-                    ) from None
-                progress = _Progress(args.input.stat().st_size, sys.stderr)
-                records = read_jsonl(handle, errors, progress, door)
+            records = open_records(args, stack, errors, door)
             out = sys.stdout.buffer if str(args.output) == "-" else open_output(args.output, stack)
             # Lines are written in batches: one write per ~1000 records, not two per record.
             # Each line is encoded on its own: a batch joined as text would be widened to

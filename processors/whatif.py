@@ -49,16 +49,15 @@ from processors.replay import (
     Record,
     ReplayFileError,
     ReplayInputError,
-    _Progress,
     _same_file,
     _why,
+    add_input_arguments,
     check_files,
+    open_records,
     parse_position,
-    read_jsonl,
-    read_kafka,
     tune_gc,
 )
-from processors.topics import FLUSHES, INPUT_TOPICS, ROLES
+from processors.topics import FLUSHES, ROLES
 
 PROG = "whatif"
 
@@ -84,17 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Compare the recorded configuration with a candidate, on recorded traffic."
     parser.epilog = EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--input", type=Path, help="JSON Lines of input records ('-' for stdin)")
-    parser.add_argument(
-        "--from-kafka",
-        action="store_true",
-        help="read the input topics from KAFKA_BROKER_URL instead of --input",
-    )
-    parser.add_argument(
-        "--topics", default=",".join(INPUT_TOPICS), help="with --from-kafka: comma-separated topics"
-    )
-    parser.add_argument("--start", help="with --from-kafka: offset or ISO-8601 time (inclusive)")
-    parser.add_argument("--end", help="with --from-kafka: offset or ISO-8601 time (exclusive)")
+    add_input_arguments(parser)
     parser.add_argument(
         "--set",
         action="append",
@@ -230,20 +219,7 @@ def run(args: argparse.Namespace) -> int:
     runs = Runs(overrides, role_overrides)
     try:
         with contextlib.ExitStack() as stack:
-            if args.from_kafka:
-                records = read_kafka(args, errors, door)
-            elif str(args.input) == "-":
-                records = read_jsonl(sys.stdin.buffer, errors, None, door)
-            else:
-                try:
-                    handle = stack.enter_context(args.input.open("rb"))
-                except OSError as exc:
-                    raise ReplayFileError(
-                        f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
-                    ) from None
-                progress = _Progress(args.input.stat().st_size, sys.stderr)
-                records = read_jsonl(handle, errors, progress, door)
-            runs.feed_all(records)
+            runs.feed_all(open_records(args, stack, errors, door))
     except SettingsError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_USAGE
