@@ -36,7 +36,12 @@ import orjson
 from processors import codec
 from processors.core.admission import Admit, Reject, Rekey, admit
 from processors.core.engine import Engine, Output
-from processors.core.settings import CoreSettings, SettingsError, validate_app_settings
+from processors.core.settings import (
+    SETTABLE,
+    SettingsError,
+    parse_set,
+    validate_app_settings,
+)
 from processors.topics import (
     CONVERSATIONS,
     DECISIONS,
@@ -52,7 +57,6 @@ Record = tuple[str, str | None, dict[str, Any] | None]  # None: a tombstone
 # Topics where a null value (with a key) deletes the record (contract §11).
 DELETABLE = (USERS, CONVERSATIONS, ROLES, SETTINGS)
 
-SETTABLE = ("inactivity_seconds", "typing_ttl_seconds", "max_batch_seconds", "presence_ttl_seconds")
 PROGRESS_MIN_BYTES = 1 << 20  # show progress for inputs of a megabyte and more
 PROGRESS_EVERY_S = 0.5
 
@@ -244,17 +248,6 @@ def replay(
 ) -> Iterator[Output]:
     """Run the engine over ``records``; yields the output records in order."""
     return Engine(overrides, deliveries=deliveries).feed_all(records)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in SETTABLE:
-            raise SettingsError(f"--set takes NAME=SECONDS with NAME one of {', '.join(SETTABLE)}")
-        overrides[name] = value
-    CoreSettings.from_app_settings(None, overrides)  # validate now, not mid-replay
-    return overrides
 
 
 def summarise(
@@ -502,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
         print("replay: give exactly one of --input FILE and --from-kafka", file=sys.stderr)
         return EXIT_USAGE
     try:
-        overrides = parse_overrides(args.set)
+        overrides = parse_set(args.set)
         if args.from_kafka:
             parse_position(args.start), parse_position(args.end)
         check_files(args.input, args.output)
