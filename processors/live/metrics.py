@@ -159,45 +159,29 @@ def recovered(app: faust.App) -> bool:
     return bool(app.assignor.assigned_actives()) and not app.rebalancing
 
 
+def register_pages(
+    app: faust.App, *, config_ready: Callable[[], bool], partitions: Callable[[], list[int]]
+) -> None:
+    """The worker's pages: :func:`serve_pages` with a readiness that also waits for roles
+    and settings read up to their high-water marks at start, and names its partitions."""
+
+    def ready() -> dict[str, Any]:
+        caught_up = config_ready()
+        return {
+            "ready": recovered(app) and caught_up,
+            "config_caught_up": caught_up,
+            "conversation_partitions": partitions(),
+        }
+
+    serve_pages(app, ready)
+
+
 __all__ = [
     "FAUST_PREFIX",
     "ConsumerLag",
     "consumer_lag",
     "install_faust_sensor",
     "recovered",
+    "register_pages",
     "serve_pages",
 ]
-
-
-def register_pages(
-    app: faust.App, *, config_ready: Callable[[], bool], partitions: Callable[[], list[int]]
-) -> None:
-    """/metrics (Prometheus text), /health, and /ready (503 until the worker joined its
-    group, recovered its partitions and read roles and settings up to their
-    high-water marks at start)."""
-
-    async def metrics_page(web: Any, request: Any) -> Any:
-        from prometheus_client import generate_latest
-
-        # aiohttp refuses a charset inside content_type; the text format is ASCII.
-        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
-
-    async def health_page(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    async def ready_page(web: Any, request: Any) -> Any:
-        caught_up = config_ready()
-        ready = bool(app.assignor.assigned_actives()) and not app.rebalancing and caught_up
-        return web.json(
-            {
-                "ready": ready,
-                "config_caught_up": caught_up,
-                "conversation_partitions": partitions(),
-            },
-            status=200 if ready else 503,
-        )
-
-    # Faust inspects a page function's signature: plain (web, request) functions.
-    app.page("/metrics")(metrics_page)
-    app.page("/health")(health_page)
-    app.page("/ready")(ready_page)
