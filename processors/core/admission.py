@@ -54,7 +54,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from processors.topics import (
     CONVERSATIONS,
@@ -72,23 +72,22 @@ MAX_ID_CHARS = 256
 SETTINGS_KEY = "app"
 
 
-@dataclass(frozen=True, slots=True)
-class Admit:
+# Verdicts are named tuples: admission runs once per input record, and a frozen
+# dataclass costs ~0.45 us to build (a third of the whole check).
+class Admit(NamedTuple):
     """Apply ``value``; ``bounded_from`` is the original ``ts`` if it was bounded."""
 
     value: dict[str, Any] | None
     bounded_from: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Reject:
+class Reject(NamedTuple):
     """Do not apply; dead-letter (live) or report (replay) with ``reason``."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Rekey:
+class Rekey(NamedTuple):
     """Good record, wrong key: re-publish it unchanged under ``key``."""
 
     key: str

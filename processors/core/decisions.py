@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from processors.core.ids import decision_id
+from processors.core.ids import channel_decision_ids, decision_id
 from processors.core.presence import Presence
 from processors.topics import CHANNELS
 
@@ -47,10 +47,13 @@ def _decision(
     presence: Presence | None,
     now: int,
     detail: str | None = None,
+    did: str | None = None,
 ) -> dict[str, Any]:
+    """One Decision record; ``did`` is its id when the caller computed it already."""
     fid = candidate["flush_id"]
+    if did is None:
+        did = decision_id(fid, recipient_id, channel)
     send = reason is None
-    did = decision_id(fid, recipient_id, channel)
     return {
         "decision_id": did,
         "flush_id": fid,
@@ -220,17 +223,22 @@ def decide(
     deliveries: list[dict[str, Any]] = []
     names: Mapping[str, str] = candidate["sender_names"]
     summary: list[dict[str, Any]] | None = None  # the messages as Deliveries carry them
-    for channel in CHANNELS:
+    ids = channel_decision_ids(candidate["flush_id"], rid, CHANNELS)
+    for channel, did in zip(CHANNELS, ids, strict=True):
         if not role[channel]:
             decisions.append(
-                _decision(candidate, rid, channel, Reason.CHANNEL_DISABLED, presence, now)
+                _decision(
+                    candidate, rid, channel, Reason.CHANNEL_DISABLED, presence, now, None, did
+                )
             )
             continue
         address = _address(user, channel)
         if address is None:
-            decisions.append(_decision(candidate, rid, channel, Reason.NO_ADDRESS, presence, now))
+            decisions.append(
+                _decision(candidate, rid, channel, Reason.NO_ADDRESS, presence, now, None, did)
+            )
             continue
-        decision = _decision(candidate, rid, channel, None, presence, now)
+        decision = _decision(candidate, rid, channel, None, presence, now, None, did)
         decisions.append(decision)
         if not with_deliveries:
             continue

@@ -58,22 +58,6 @@ Output = tuple[str, str | None, dict[str, Any]]
 NO_OUTPUT: tuple[Output, ...] = ()  # most events produce nothing: don't allocate for them
 
 
-class _UserNames(Mapping[str, str]):
-    """user id -> ``User.name``, read through from the users held (contract §8)."""
-
-    def __init__(self, users: Mapping[str, Mapping[str, Any]]) -> None:
-        self._users = users
-
-    def __getitem__(self, user_id: str) -> str:
-        return str(self._users[user_id]["name"])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._users)
-
-    def __len__(self) -> int:
-        return len(self._users)
-
-
 class EngineError(ValueError):
     """An input record the engine cannot apply (e.g. an unknown topic)."""
 
@@ -95,7 +79,9 @@ class Engine:
         self.conversations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.roles: dict[str, dict[str, Any]] = {}
-        self._names = _UserNames(self.users)  # display names for fan_out, no copy
+        # user id -> User.name (contract §8), kept beside the users: fan_out looks a
+        # name up per sender of every flush, and a plain dict is the cheapest lookup.
+        self._names: dict[str, str] = {}
         # conversation_id -> when its batch closes (one entry per open batch)
         self._deadlines: DeadlineScheduler[str] = DeadlineScheduler()
         # Outputs a handler itself produced (a batch closed by size before a message).
@@ -181,6 +167,8 @@ class Engine:
             raise EngineError(f"a tombstone on {topic} without a key: nothing to delete")
         if held is not None:
             held.pop(key, None)
+            if held is self.users:
+                self._names.pop(key, None)
         elif self.app_settings:
             self.app_settings = {}
             self._apply_cfg(CoreSettings.from_app_settings(None, self.overrides))
@@ -225,6 +213,7 @@ class Engine:
         key = value["user_id"]
         if snapshot_wins(self.users.get(key), value):
             self.users[key] = dict(value)
+            self._names[key] = str(value["name"])
 
     def _on_role(self, value: Mapping[str, Any]) -> None:
         key = value["name"]
@@ -288,7 +277,6 @@ class Engine:
                 now,
                 with_deliveries=self.deliveries,
             )
-            for decision in decisions:
-                out.append((DECISIONS, rid, decision))
+            out.extend([(DECISIONS, rid, decision) for decision in decisions])
             for delivery in deliveries:
                 out.append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))

@@ -68,6 +68,19 @@ def decision_id(flush_id: str, recipient_id: str | None, channel: str | None) ->
     return DECISION_PREFIX + h.hexdigest()
 
 
+def channel_decision_ids(flush_id: str, recipient_id: str, channels: Iterable[str]) -> list[str]:
+    """``[decision_id(flush_id, recipient_id, c) for c in channels]``, the recipient framed
+    and hashed once (a recipient has a decision per channel)."""
+    after_recipient = _after_flush_id(flush_id).copy()
+    after_recipient.update(_field(recipient_id))
+    out = []
+    for channel in channels:
+        h = after_recipient.copy()
+        h.update(_channel_field(channel))
+        out.append(DECISION_PREFIX + h.hexdigest())
+    return out
+
+
 def delivery_id(flush_id: str, recipient_id: str, channel: str) -> str:
     """The id a sender de-duplicates on; equal to the id of the ``send`` decision."""
     return decision_id(flush_id, recipient_id, channel)
