@@ -62,8 +62,15 @@ class EngineError(ValueError):
     """An input record the engine cannot apply (e.g. an unknown topic)."""
 
 
-class Engine:
-    """Replay engine. Feed input records in order; collect the outputs."""
+class Decider:
+    """The deciding half of the engine: what a Flush gives, and the state that decides it.
+
+    Holds presence, users, roles, conversations and settings (:meth:`apply`) and turns a
+    Flush into its Decisions and Deliveries (:meth:`emit`). :class:`Engine` owns one and
+    hands it every record that is not a message or a typing event, in input order, and
+    every Flush when it closes; as long as that order is kept, a Decider may run
+    anywhere (``replay`` runs it in a second process). ``cfg`` is the settings in force.
+    """
 
     def __init__(
         self, overrides: Mapping[str, Any] | None = None, *, deliveries: bool = True
@@ -72,9 +79,6 @@ class Engine:
         self.deliveries = deliveries
         self.app_settings: dict[str, Any] = {}
         self.cfg = CoreSettings.from_app_settings(None, self.overrides)
-        self.clock = 0  # the largest ts seen so far (for late_events only)
-        self.late_events = 0
-        self.batches: dict[str, ConversationBatch] = {}
         self.presence: dict[str, UserPresence] = {}
         self.conversations: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
@@ -82,16 +86,7 @@ class Engine:
         # user id -> User.name (contract §8), kept beside the users: fan_out looks a
         # name up per sender of every flush, and a plain dict is the cheapest lookup.
         self._names: dict[str, str] = {}
-        # conversation_id -> when its batch closes (one entry per open batch)
-        self._deadlines: DeadlineScheduler[str] = DeadlineScheduler()
-        # Outputs a handler itself produced (a batch closed by size before a message).
-        self._produced: list[Output] = []
-        # (conversation_id, message_id, reason) of messages no batch could hold; the live
-        # worker dead-letters them.
-        self.refused: list[tuple[str, str, str]] = []
         self._handlers = {
-            MESSAGES: self._on_message,
-            TYPING: self._on_typing,
             PRESENCE: self._on_presence,
             CONVERSATIONS: self._on_conversation,
             USERS: self._on_user,
@@ -99,64 +94,16 @@ class Engine:
             SETTINGS: self._on_settings,
         }
 
-    # -- input ----------------------------------------------------------------------
-
-    def feed(
-        self, topic: str, key: str | None, value: Mapping[str, Any] | None
-    ) -> Sequence[Output]:
-        """Apply one input record; return what it (and the time it brings) produced.
-
-        Values are validated records (the codec fills every field), so ``ts`` is an int.
-        A None value is a tombstone: it deletes the user or conversation named by
-        ``key`` (later decisions say UNKNOWN_USER / UNKNOWN_CONVERSATION); it carries
-        no time.
-        """
+    def apply(self, topic: str, key: str | None, value: Mapping[str, Any] | None) -> None:
+        """Apply a presence event or a snapshot; a None value is a tombstone."""
+        if value is None:
+            self._delete(topic, key)
+            return
         try:
             handler = self._handlers[topic]
         except KeyError:
             raise EngineError(f"not an input topic: {topic!r}") from None
-        if value is None:
-            self._delete(topic, key)
-            return NO_OUTPUT
-        ts = value["ts"]
-        if ts > self.clock:
-            self.clock = ts
-        elif ts < self.clock:
-            self.late_events += 1
-        # The event's own time decides what fires, not the running maximum: a deadline
-        # already behind the maximum (a late conversation's batch) still fires before
-        # an event of that time or later is applied.
-        next_deadline = self._deadlines.next_deadline()
-        if next_deadline is not None and next_deadline <= ts:
-            out: list[Output] = []
-            self._fire_due(ts, out)
-            handler(value)
-            if self._produced:
-                out += self._take_produced()
-            return out
         handler(value)
-        if self._produced:
-            return self._take_produced()
-        return NO_OUTPUT
-
-    def _take_produced(self) -> list[Output]:
-        out, self._produced = self._produced, []
-        return out
-
-    def feed_all(
-        self, records: Iterable[tuple[str, str | None, Mapping[str, Any] | None]]
-    ) -> Iterator[Output]:
-        for topic, key, value in records:
-            yield from self.feed(topic, key, value)
-        yield from self.finish()
-
-    def finish(self) -> list[Output]:
-        """End of input: every open batch closes at its own deadline, in deadline order."""
-        out: list[Output] = []
-        self._fire_due(None, out)
-        return out
-
-    # -- handlers -------------------------------------------------------------------
 
     def _delete(self, topic: str, key: str | None) -> None:
         """A tombstone: the user, conversation or role is gone; settings return to defaults."""
@@ -171,31 +118,7 @@ class Engine:
                 self._names.pop(key, None)
         elif self.app_settings:
             self.app_settings = {}
-            self._apply_cfg(CoreSettings.from_app_settings(None, self.overrides))
-
-    def _on_message(self, value: Mapping[str, Any]) -> None:
-        conversation_id = value["conversation_id"]
-        batch = self.batches.get(conversation_id)
-        if batch is None:
-            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
-        try:
-            full = batch.flush_before(value, self.cfg)
-        except MessageTooLarge as exc:
-            self.refused.append((conversation_id, value["message_id"], str(exc)))
-            return
-        if full is not None:
-            batch.commit_close(full, self.cfg)
-            self._emit(full, self._produced)
-        if batch.add_message(value, self.cfg):
-            self._schedule(conversation_id, batch)
-
-    def _on_typing(self, value: Mapping[str, Any]) -> None:
-        conversation_id = value["conversation_id"]
-        batch = self.batches.get(conversation_id)
-        if batch is None:
-            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
-        if batch.apply_typing(value, self.cfg) and batch.pending:
-            self._schedule(conversation_id, batch)
+            self.cfg = CoreSettings.from_app_settings(None, self.overrides)
 
     def _on_presence(self, value: Mapping[str, Any]) -> None:
         user_id = value["user_id"]
@@ -226,7 +149,176 @@ class Engine:
         if not config_record_wins(held, (int(value.get("ts") or 0), 0, 0)):
             return
         self.app_settings = dict(value)
-        self._apply_cfg(CoreSettings.from_app_settings(value, self.overrides))
+        self.cfg = CoreSettings.from_app_settings(value, self.overrides)
+
+    def emit(self, flush: dict[str, Any], out: list[Output]) -> None:
+        """The Flush, and the decisions and deliveries of its recipients."""
+        now = flush["closed_at"]
+        out.append((FLUSHES, flush["conversation_id"], flush))
+        candidates, skips = fan_out(
+            flush, self.conversations.get(flush["conversation_id"]), now, self._names
+        )
+        for decision in skips:
+            out.append((DECISIONS, flush["conversation_id"], decision))
+        cfg = self.cfg
+        presence = self.presence
+        users = self.users
+        for candidate in candidates:
+            rid = candidate["recipient_id"]
+            held = presence.get(rid)
+            seen = (
+                Presence.OFFLINE
+                if held is None
+                else held.status(candidate["conversation_id"], now, cfg)
+            )
+            decisions, deliveries = decide(
+                candidate, users.get(rid), self.roles, seen, now, with_deliveries=self.deliveries
+            )
+            out.extend([(DECISIONS, rid, decision) for decision in decisions])
+            for delivery in deliveries:
+                out.append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))
+
+
+class Engine:
+    """Replay engine. Feed input records in order; collect the outputs.
+
+    Batching and the clock are the engine's own; everything else goes to its
+    :class:`Decider` (``decider``: one the caller made, e.g. to run it elsewhere).
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        deliveries: bool = True,
+        decider: Decider | None = None,
+    ) -> None:
+        self.decider = decider if decider is not None else Decider(overrides, deliveries=deliveries)
+        self.cfg = self.decider.cfg
+        self.clock = 0  # the largest ts seen so far (for late_events only)
+        self.late_events = 0
+        self.batches: dict[str, ConversationBatch] = {}
+        # conversation_id -> when its batch closes (one entry per open batch)
+        self._deadlines: DeadlineScheduler[str] = DeadlineScheduler()
+        # Outputs a handler itself produced (a batch closed by size before a message).
+        self._produced: list[Output] = []
+        # (conversation_id, message_id, reason) of messages no batch could hold; the live
+        # worker dead-letters them.
+        self.refused: list[tuple[str, str, str]] = []
+        self._handlers = {MESSAGES: self._on_message, TYPING: self._on_typing}
+
+    # The decider's state, read by tests and tools.
+    @property
+    def presence(self) -> dict[str, UserPresence]:
+        return self.decider.presence
+
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self.decider.users
+
+    @property
+    def roles(self) -> dict[str, dict[str, Any]]:
+        return self.decider.roles
+
+    @property
+    def conversations(self) -> dict[str, dict[str, Any]]:
+        return self.decider.conversations
+
+    # -- input ----------------------------------------------------------------------
+
+    def feed(
+        self, topic: str, key: str | None, value: Mapping[str, Any] | None
+    ) -> Sequence[Output]:
+        """Apply one input record; return what it (and the time it brings) produced.
+
+        Values are validated records (the codec fills every field), so ``ts`` is an int.
+        A None value is a tombstone: it deletes the user or conversation named by
+        ``key`` (later decisions say UNKNOWN_USER / UNKNOWN_CONVERSATION); it carries
+        no time.
+        """
+        handler = self._handlers.get(topic)
+        if value is None:
+            if handler is not None:
+                raise EngineError(f"a tombstone (null value) on {topic} deletes nothing")
+            self._apply_elsewhere(topic, key, None)
+            return NO_OUTPUT
+        if handler is None and topic not in DECIDER_TOPICS:
+            raise EngineError(f"not an input topic: {topic!r}")
+        ts = value["ts"]
+        if ts > self.clock:
+            self.clock = ts
+        elif ts < self.clock:
+            self.late_events += 1
+        # The event's own time decides what fires, not the running maximum: a deadline
+        # already behind the maximum (a late conversation's batch) still fires before
+        # an event of that time or later is applied.
+        next_deadline = self._deadlines.next_deadline()
+        if next_deadline is not None and next_deadline <= ts:
+            out: list[Output] = []
+            self._fire_due(ts, out)
+        else:
+            out = self._produced
+        if handler is not None:
+            handler(value)
+        else:
+            self.decider.apply(topic, key, value)
+            if self.decider.cfg is not self.cfg:  # new settings
+                self._apply_cfg(self.decider.cfg)
+        if self._produced:
+            if out is self._produced:
+                return self._take_produced()
+            out += self._take_produced()
+        return out or NO_OUTPUT
+
+    def _apply_elsewhere(
+        self, topic: str, key: str | None, value: Mapping[str, Any] | None
+    ) -> None:
+        self.decider.apply(topic, key, value)
+        if self.decider.cfg is not self.cfg:
+            self._apply_cfg(self.decider.cfg)
+
+    def _take_produced(self) -> list[Output]:
+        out, self._produced = self._produced, []
+        return out
+
+    def feed_all(
+        self, records: Iterable[tuple[str, str | None, Mapping[str, Any] | None]]
+    ) -> Iterator[Output]:
+        for topic, key, value in records:
+            yield from self.feed(topic, key, value)
+        yield from self.finish()
+
+    def finish(self) -> list[Output]:
+        """End of input: every open batch closes at its own deadline, in deadline order."""
+        out: list[Output] = []
+        self._fire_due(None, out)
+        return out
+
+    # -- handlers -------------------------------------------------------------------
+
+    def _on_message(self, value: Mapping[str, Any]) -> None:
+        conversation_id = value["conversation_id"]
+        batch = self.batches.get(conversation_id)
+        if batch is None:
+            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+        try:
+            full = batch.flush_before(value, self.cfg)
+        except MessageTooLarge as exc:
+            self.refused.append((conversation_id, value["message_id"], str(exc)))
+            return
+        if full is not None:
+            batch.commit_close(full, self.cfg)
+            self.decider.emit(full, self._produced)
+        if batch.add_message(value, self.cfg):
+            self._schedule(conversation_id, batch)
+
+    def _on_typing(self, value: Mapping[str, Any]) -> None:
+        conversation_id = value["conversation_id"]
+        batch = self.batches.get(conversation_id)
+        if batch is None:
+            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+        if batch.apply_typing(value, self.cfg) and batch.pending:
+            self._schedule(conversation_id, batch)
 
     def _apply_cfg(self, cfg: CoreSettings) -> None:
         self.cfg = cfg
@@ -245,38 +337,10 @@ class Engine:
         return self.batches[conversation_id].deadline(self.cfg)
 
     def _fire_due(self, now: int | None, out: list[Output]) -> None:
+        emit = self.decider.emit
         for conversation_id in self._deadlines.due(now, self._deadline_of):
-            self._close(self.batches[conversation_id], out)
+            emit(self.batches[conversation_id].close(self.cfg), out)
 
-    def _close(self, batch: ConversationBatch, out: list[Output]) -> None:
-        self._emit(batch.close(self.cfg), out)
 
-    def _emit(self, flush: dict[str, Any], out: list[Output]) -> None:
-        """The Flush, and the decisions and deliveries of its recipients."""
-        now = flush["closed_at"]
-        out.append((FLUSHES, flush["conversation_id"], flush))
-        candidates, skips = fan_out(
-            flush, self.conversations.get(flush["conversation_id"]), now, self._names
-        )
-        for decision in skips:
-            out.append((DECISIONS, flush["conversation_id"], decision))
-        cfg = self.cfg
-        for candidate in candidates:
-            rid = candidate["recipient_id"]
-            held = self.presence.get(rid)
-            seen = (
-                Presence.OFFLINE
-                if held is None
-                else held.status(candidate["conversation_id"], now, cfg)
-            )
-            decisions, deliveries = decide(
-                candidate,
-                self.users.get(rid),
-                self.roles,
-                seen,
-                now,
-                with_deliveries=self.deliveries,
-            )
-            out.extend([(DECISIONS, rid, decision) for decision in decisions])
-            for delivery in deliveries:
-                out.append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))
+# Input topics the engine hands to its Decider.
+DECIDER_TOPICS = frozenset({PRESENCE, CONVERSATIONS, USERS, ROLES, SETTINGS})
