@@ -5,7 +5,8 @@ presence over ~15k conversations, after the users/roles/conversations they refer
 Measured in one run, on the same file:
 
 * replay: ``chat-notifier replay --input F --output O`` as a subprocess, process start
-  included (events/s counts the input events);
+  included (events/s counts the input events), as a user runs it (two processes on a
+  machine with two cores) and with ``--processes 1``;
 * floor: a subprocess that only parses every input line and writes the same output
   records (read back from replay's output) with orjson, the fastest JSON library the
   project depends on; nothing else;
@@ -203,6 +204,10 @@ def main() -> None:
         src.write_bytes(b"".join(lines))
         bad_src.write_bytes(b"".join(bad_lines))
         replay_s, _ = best_of(runs, [*_cli(), "replay", "--input", str(src), "--output", str(out)])
+        one_s, _ = best_of(
+            runs,
+            [*_cli(), "replay", "--input", str(src), "--output", str(out), "--processes", "1"],
+        )
         outputs = sum(1 for _ in out.open("rb"))
         # As the module says: the timed part the floor prints (its output records are
         # loaded before its clock starts), plus the start of an interpreter importing
@@ -231,6 +236,10 @@ def main() -> None:
     print(
         f"I/O floor (orjson parse + write, same lines): {floor_s:.2f} s "
         f"(interpreter start {start_s:.2f} s included)"
+    )
+    print(
+        f"replay in one process (--processes 1): {n / one_s:,.0f} events/s ({one_s:.2f} s); "
+        f"default / one process: {replay_s / one_s:.2f}"
     )
     print(f"replay / floor: {replay_s / floor_s:.2f}")
     print(

@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 import processors
-from bench.replay import generate
+from bench.replay import T0, generate
 
 SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
 FIXTURES = Path(__file__).parent / "data" / "replay"
@@ -43,10 +44,11 @@ def test_demo_output_is_byte_identical(tmp_path: Path, args: tuple[str, ...], fi
     assert run_replay(tmp_path, SCENARIO, *args) == (FIXTURES / fixture).read_bytes()
 
 
-def test_generated_traffic_output_is_byte_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_generated_traffic_output_is_byte_identical(tmp_path: Path, processes: str) -> None:
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"".join(generate(20_000)))
-    output = run_replay(tmp_path, source, "--deliveries")
+    output = run_replay(tmp_path, source, "--deliveries", "--processes", processes)
     assert output.count(b"\n") == 26_121
     assert hashlib.sha256(output).hexdigest() == GENERATED_20K_DELIVERIES
 
@@ -61,3 +63,44 @@ def test_output_to_stdout_is_the_same_bytes(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (FIXTURES / "demo-deliveries.out.jsonl").read_bytes()
+
+
+def test_two_processes_write_what_one_writes(tmp_path: Path) -> None:
+    # Settings that move every deadline, tombstones and re-keyed events mid-stream: the
+    # deciding process must see them exactly where the batching one did.
+    lines = generate(6_000)
+    middle = len(lines) - 3_000
+    active = next(orjson.loads(x)["key"] for x in lines[middle:] if b"chat.messages" in x)
+    settings = {"inactivity_seconds": 3, "max_batch_seconds": 20, "ts": T0 + 40_000}
+    extra = [
+        orjson.dumps({"topic": "chat.settings", "key": "app", "value": settings}) + b"\n",
+        orjson.dumps({"topic": "chat.users", "key": "user-00007", "value": None}) + b"\n",
+        orjson.dumps({"topic": "chat.conversations", "key": active, "value": None}) + b"\n",
+        orjson.dumps({"topic": "chat.roles", "key": "member", "value": None}) + b"\n",
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(lines[:middle] + extra + lines[middle:]))
+    one = run_replay(tmp_path, source, "--deliveries", "--processes", "1")
+    two = run_replay(tmp_path, source, "--deliveries", "--processes", "2")
+    assert one == two
+    assert b'"reason": "UNKNOWN_CONVERSATION"' in one  # the tombstones took effect
+    assert b'"reason": "UNKNOWN_ROLE"' in one
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_an_output_that_fills_up_is_one_line_and_exit_6(tmp_path: Path, processes: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"".join(generate(5_000)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "processors.cli", "replay", "--input", str(source)]
+        + ["--output", "/dev/full", "--processes", processes],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 6
+    # (after the progress bar, drawn on the same line with carriage returns)
+    assert (
+        proc.stderr.splitlines()[-1]
+        == "replay: cannot write --output /dev/full: No space left on device"
+    )
