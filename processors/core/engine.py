@@ -154,29 +154,26 @@ class Decider:
     def emit(self, flush: dict[str, Any], out: list[Output]) -> None:
         """The Flush, and the decisions and deliveries of its recipients."""
         now = flush["closed_at"]
-        out.append((FLUSHES, flush["conversation_id"], flush))
-        candidates, skips = fan_out(
-            flush, self.conversations.get(flush["conversation_id"]), now, self._names
-        )
+        cid = flush["conversation_id"]
+        append = out.append
+        append((FLUSHES, cid, flush))
+        candidates, skips = fan_out(flush, self.conversations.get(cid), now, self._names)
         for decision in skips:
-            out.append((DECISIONS, flush["conversation_id"], decision))
-        cfg = self.cfg
-        presence = self.presence
-        users = self.users
+            append((DECISIONS, cid, decision))
+        # (locals: this loop runs once per recipient of every flush)
+        cfg, presence, users, roles = self.cfg, self.presence, self.users, self.roles
+        deliveries, offline = self.deliveries, Presence.OFFLINE
         for candidate in candidates:
             rid = candidate["recipient_id"]
             held = presence.get(rid)
-            seen = (
-                Presence.OFFLINE
-                if held is None
-                else held.status(candidate["conversation_id"], now, cfg)
+            seen = offline if held is None else held.status(cid, now, cfg)
+            decisions, sends = decide(
+                candidate, users.get(rid), roles, seen, now, with_deliveries=deliveries
             )
-            decisions, deliveries = decide(
-                candidate, users.get(rid), self.roles, seen, now, with_deliveries=self.deliveries
-            )
-            out.extend([(DECISIONS, rid, decision) for decision in decisions])
-            for delivery in deliveries:
-                out.append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))
+            for decision in decisions:
+                append((DECISIONS, rid, decision))
+            for delivery in sends:
+                append((CHANNEL_TOPICS[delivery["channel"]], rid, delivery))
 
 
 class Engine:
