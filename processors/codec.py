@@ -1,13 +1,13 @@
 """The wire codec: every record type in ``schemas/``, in and out of bytes (contract §3).
 
-Pure: no Faust or Kafka imports, no clock, no environment. fastavro does the Avro work:
-it resolves the named types across the schema files (``parse_schema`` with
+Pure: no Faust or Kafka imports, no clock, no environment. The libraries do the work.
+fastavro resolves the named types across the schema files (``parse_schema`` with
 ``named_schemas``, ``expand=True`` for the standalone schema), gives the canonical form
-and CRC-64-AVRO fingerprints, reads, writes and resolves old writer schemas. What this
-module adds is the one validation of a value, compiled once per record type from the
-parsed schema into plain Python (:class:`_Compiler`), because fastavro's ``validate``
-costs ~3 us a record (replay reads ~300k a run), stops at the first error without the
-array index or the nested record, and knows nothing of the enum-like strings below.
+and CRC-64-AVRO fingerprints, reads, writes and resolves old writer schemas. msgspec
+validates: from each parsed schema this module generates, once, a msgspec ``Struct`` per
+record (``Literal`` for the enum-like fields, ``T | None`` for ``[null, T]``, Avro's
+defaults, int/long ranges), and msgspec's error (its kind and ``$.a[1].b`` path) becomes
+our reason by walking that path through the schema and the value (:meth:`_RecordCodec.reason`).
 
 Formats, told apart by their first bytes (:func:`decode`):
 
@@ -18,8 +18,7 @@ Formats, told apart by their first bytes (:func:`decode`):
   ``schema_lookup`` (schema id -> writer schema; :mod:`processors.registry` builds one on
   a schema registry) decodes it, caching each writer schema; the lookup's failure
   (registry unreachable, unknown id) is the record's :class:`DecodeError`, with the
-  lookup's own words when it raises one. :func:`encode_confluent` writes this format
-  (the ``--confluent`` producers).
+  lookup's own words when it raises one. :func:`encode_confluent` writes this format.
 * ``{`` after optional whitespace: JSON in the form of contract §8, validated against the
   same schema, defaults filled, in exactly the shape Avro decoding gives.
 
@@ -31,11 +30,12 @@ fingerprint, and Avro cannot resolve an old ``string`` writer to an ``enum`` rea
 every record written so far (and avro-python3 producers) would need a migration; with
 strings, adding a value is a code change and no wire change.
 
-Validation happens once per record: the compiled check of a JSON value or of a value to
-encode also fills defaults and normalises (plain ``dict``/``list``/``str``, schema
-order), and fastavro then writes without validating again. An Avro body fastavro read
-has its types right; only its enum-like values (and the field order, after resolution)
-go through the same compiled check.
+One validation per record: msgspec's (a JSON value, a value to encode), which also fills
+defaults and normalises (plain ``dict``/``list``/``str``, schema order); fastavro then
+writes without validating again (``validate(raise_errors=True)`` costs more than msgspec's
+conversion and knows neither the enum-likes nor the array index). An Avro body fastavro
+read has its types right; only its enum-like values (and the field order, after
+resolution) go through the same msgspec check.
 
 Every failure to decode raises :class:`DecodeError` and nothing else; its message names
 fields, types and enum-like values, never the text of a message. Invalid values given to
@@ -44,24 +44,27 @@ schema does not know (a newer producer may add one); ``encode`` rejects them (a 
 JSON form of ``bytes`` (only ``DeadLetter.key``/``value``): a string of code points 0-255.
 
 :func:`json_line` writes one replay output line (contract §9) with a writer compiled from
-the same schema: the bytes ``json.dumps(..., ensure_ascii=False)`` gives, at orjson speed.
+the same schema: the bytes ``json.dumps(..., ensure_ascii=False)`` gives, faster.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
+import msgspec
 import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
+from msgspec.structs import asdict
 
 from processors.core.decisions import Reason
 from processors.core.presence import Presence
@@ -77,6 +80,7 @@ __all__ = [
     "EncodeError",
     "dead_letter",
     "decode",
+    "decode_json_value",
     "encode",
     "encode_confluent",
     "encode_json",
@@ -148,158 +152,16 @@ _CONFLUENT_HEADER_LEN: Final = 5  # magic 0x00 + 4-byte schema id
 _JSON_WHITESPACE: Final = b" \t\r\n"
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _OLD_SCHEMA_FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[0-9]+)$")
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _MISSING: Final = object()
-
-# --------------------------------------------------------------------------- errors
-
-
-class _Invalid(Exception):
-    """A value that fails its schema; ``path`` is built innermost-first as it unwinds."""
-
-    def __init__(self, kind: str, detail: Any = None) -> None:
-        super().__init__(kind)
-        self.kind = kind  # "type" | "missing" | "unknown" | "value" | "range"
-        self.detail = detail
-        self.path: list[str | int] = []
-
-
-def _format_path(segments: list[str | int]) -> str:
-    out = ""
-    for seg in reversed(segments):
-        if isinstance(seg, int):
-            out += f"[{seg}]"
-        elif seg.startswith("["):  # a map key, already formatted
-            out += seg
-        else:
-            out += f".{seg}" if out else seg
-    return out
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _kind_of(value: Any) -> str:
-    """The JSON name of a value's type, for reasons (never the value itself)."""
-    for kind, types in _KINDS:
-        if isinstance(value, types):
-            return kind
-    return "null" if value is None else type(value).__name__
-
-
-_KINDS: Final = (
-    ("boolean", bool),
-    ("integer", int),
-    ("number", float),
-    ("string", str),
-    ("bytes", bytes | bytearray | memoryview),
-    ("array", list | tuple),
-    ("object", Mapping),
-)
-
-
-def _describe(record: str, exc: _Invalid, what: str) -> str:
-    path = _format_path(exc.path)
-    if exc.kind == "value":
-        value, allowed = exc.detail
-        shown = _truncate(repr(value), 60)
-        return f"unknown value {shown} for {record}.{path} (allowed: {', '.join(allowed)})"
-    where = f"field '{path}'" if path else "value"
-    if exc.kind == "missing":
-        return f"{what} fails schema {record}: {where} missing"
-    if exc.kind == "unknown":
-        return f"{what} fails schema {record}: unknown {where}"
-    if exc.kind == "range":
-        return f"{what} fails schema {record}: {where} {exc.detail}"
-    expected, got = exc.detail
-    return f"{what} fails schema {record}: {where} must be {expected}, got {got}"
-
-
-# --------------------------------------------------------------------------- checks of one value
-# Slow paths of the compiled checks: the common case (exact type) never calls them.
-
-
-def _fail(expected: str, value: Any) -> Any:
-    raise _Invalid("type", (expected, _kind_of(value)))
-
-
-def _string(x: Any, words: str) -> str:
-    return str.__str__(x) if isinstance(x, str) else _fail(words, x)
-
-
-def _integer(x: Any, words: str, low: int, high: int, name: str) -> int:
-    if not isinstance(x, int) or isinstance(x, bool):
-        return _fail(words, x)  # type: ignore[no-any-return]
-    if not low <= x <= high:
-        raise _Invalid("range", f"is out of range for {name}")
-    return int(x)
-
-
-def _number(x: Any, words: str) -> float:
-    if isinstance(x, int | float) and not isinstance(x, bool):
-        return float(x)
-    return _fail(words, x)  # type: ignore[no-any-return]
-
-
-def _bytes(x: Any, words: str) -> bytes:
-    return bytes(x) if isinstance(x, bytes | bytearray | memoryview) else _fail(words, x)
-
-
-def _json_bytes(x: Any, words: str) -> bytes:
-    if not isinstance(x, str):
-        return _fail(words, x)  # type: ignore[no-any-return]
-    try:
-        return x.encode("latin-1")
-    except UnicodeEncodeError:
-        raise _Invalid(
-            "range", "has a code point above 255 (bytes in JSON are ISO-8859-1)"
-        ) from None
-
-
-def _enum_like(x: Any, words: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(x, str):
-        return _fail(words, x)  # type: ignore[no-any-return]
-    if x not in allowed:
-        raise _Invalid("value", (x, allowed))
-    return str.__str__(x)
-
-
-def _items(x: Any, words: str, item: Callable[[Any], Any], python: bool) -> list[Any]:
-    if not (isinstance(x, list) or (python and isinstance(x, tuple))):
-        return _fail(words, x)  # type: ignore[no-any-return]
-    if item is _str_item and all(type(e) is str for e in x):
-        return list(x)  # ids: the common case, without a call per item
-    out: list[Any] = []
-    for index, element in enumerate(x):
-        try:
-            out.append(item(element))
-        except _Invalid as exc:
-            exc.path.append(index)
-            raise
-    return out
-
-
-def _values(x: Any, words: str, item: Callable[[Any], Any]) -> dict[str, Any]:
-    if not isinstance(x, Mapping):
-        return _fail(words, x)  # type: ignore[no-any-return]
-    out = {}
-    for key, element in x.items():
-        if not isinstance(key, str):
-            raise _Invalid("type", ("a map with string keys", f"key {_kind_of(key)}"))
-        try:
-            out[str.__str__(key)] = item(element)
-        except _Invalid as exc:
-            exc.path.append(f"[{key!r}]")
-            raise
-    return out
-
-
-def _str_item(x: Any) -> str:
-    return x if type(x) is str else _string(x, "a string")
-
-
+_PRIMITIVES: Final[dict[str, Any]] = {
+    "null": None,
+    "boolean": bool,
+    "int": Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)],
+    "long": Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)],
+    "float": float,
+    "double": float,
+    "string": str,
+}
 _WORDS: Final = {
     "null": "null",
     "boolean": "a boolean",
@@ -310,11 +172,34 @@ _WORDS: Final = {
     "bytes": "bytes",
     "string": "a string",
 }
+_KINDS: Final = (
+    ("boolean", bool),
+    ("integer", int),
+    ("number", float),
+    ("string", str),
+    ("bytes", bytes | bytearray | memoryview),
+    ("array", list | tuple),
+    ("object", Mapping),
+)
+_MSGSPEC_PATH: Final = re.compile(r"\.([^.\[`]+)|\[(\d+|\.\.\.)\]")
+
+# --------------------------------------------------------------------------- reasons
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _kind_of(value: Any) -> str:
+    """The JSON name of a value's type, for reasons (never the value itself)."""
+    if value is None:
+        return "null"
+    return next((kind for kind, types in _KINDS if isinstance(value, types)), type(value).__name__)
 
 
 def _words(node: Any) -> str:
     if isinstance(node, str):
-        return _WORDS.get(node, f"a {node.rpartition('.')[2]} record")
+        return _WORDS.get(node, f"an object ({node.rpartition('.')[2]} record)")
     if isinstance(node, list):
         return " or ".join(_words(b) for b in node)
     kind = node["type"]
@@ -323,212 +208,13 @@ def _words(node: Any) -> str:
     return {"array": "an array", "map": "an object (map)"}.get(kind, f"a {kind}")
 
 
-# --------------------------------------------------------------------------- compiled code
-
-
-class _Compiler:
-    """Python source for one standalone (expanded) schema: per named record a check
-    ``c<i>(value) -> normalised dict`` (``python``: the Python form, strict about
-    unknown fields; else the JSON form) and a writer ``w<i>(value) -> JSON text`` in
-    ``json.dumps(..., ensure_ascii=False)``'s exact format."""
-
-    def __init__(self, python: bool) -> None:
-        self.python = python
-        self.src: list[str] = []
-        self.names: dict[str, int] = {}  # record full name -> index
-        self.env: dict[str, Any] = {
-            **{f.__name__: f for f in (_string, _integer, _number, _enum_like, _items)},
-            **{f.__name__: f for f in (_values, _str_item, _fail, _kind_of)},
-            "_bytes": _bytes if python else _json_bytes,
-            "_Invalid": _Invalid,
-            "Mapping": Mapping,
-            "M": _MISSING,
-            "E": encode_basestring,
-            "deepcopy": copy.deepcopy,
-            "_unknown": _unknown,
-        }
-        self.has_enum_like = False
-
-    def const(self, value: Any) -> str:
-        name = f"K{len(self.env)}"
-        self.env[name] = value
-        return name
-
-    def compile(self, schema: Mapping[str, Any]) -> tuple[Callable[..., Any], Callable[..., str]]:
-        self.record(schema)
-        exec("\n".join(self.src), self.env)  # noqa: S102 - source generated from the schema
-        return self.env["c0"], self.env["w0"]
-
-    def record(self, node: Mapping[str, Any]) -> int:
-        index = self.names[node["name"]] = len(self.names)
-        short = node["name"].rpartition(".")[2]
-        body: list[str] = []
-        out: list[str] = []
-        parts: list[str] = []  # the writer's f-string, one part per field
-        fields: list[str] = []  # the writer's statements computing each field's JSON
-        for field in node["fields"]:
-            name, ftype = field["name"], field["type"]
-            var = f"x{len(out)}"
-            allowed = ALLOWED_VALUES.get((short, name))
-            body.append(f"        f = {name!r}; {var} = g({name!r}, M)")
-            if "default" in field:
-                default = field["default"]
-                if ftype == "bytes" or (isinstance(ftype, list) and "bytes" in ftype):
-                    default = None if default is None else default.encode("latin-1")
-                literal = repr(default) if default in ([], {}) else self.const(default)
-                if isinstance(default, list | dict) and default not in ([], {}):
-                    literal = f"deepcopy({literal})"
-                body.append(f"        if {var} is M: {var} = {literal}")
-                body.append("        else:")
-            else:
-                body.append(f"        if {var} is M: raise _Invalid('missing')")
-                body.append("        else:")
-            if self.python:  # counted to find unknown fields; JSON input may have them
-                body.append("            n += 1")
-            else:
-                body.append("            pass")
-            body += ["            " + s for s in self.check(ftype, var, allowed)]
-            out.append(f"{name!r}: {var}")
-            # JSON key as f-string text: double quotes and escaped braces only.
-            key = json.dumps(name, ensure_ascii=False).replace("{", "{{").replace("}", "}}")
-            parts.append(f"{key}: {{a{len(parts)}}}")
-            fields += self.field_writer(ftype, f"a{len(parts) - 1}", f"v[{name!r}]")
-        unknown = "    if n != len(v): raise _unknown(v, K_fields)" if self.python else "    pass"
-        self.env["K_fields" + str(index)] = frozenset(f["name"] for f in node["fields"])
-        self.src += [
-            f"def c{index}(v):",
-            "    if type(v) is not dict and not isinstance(v, Mapping):",
-            f"        _fail({_words(dict(node))!r}, v)",
-            "    g = v.get; n = 0; f = None",
-            "    try:",
-            *body,
-            "    except _Invalid as e:",
-            "        if f is not None: e.path.append(f)",
-            "        raise",
-            unknown.replace("K_fields", f"K_fields{index}"),
-            f"    return {{{', '.join(out)}}}",
-            # One f-string per record: a single join, not a concatenation per field.
-            f"def w{index}(v):",
-            *["    " + s for s in fields],
-            f"    return f'{{{{{', '.join(parts)}}}}}'",
-        ]
-        return index
-
-    def check(self, node: Any, var: str, allowed: tuple[str, ...] | None) -> list[str]:
-        """Statements that check and normalise ``var`` (reassigning it)."""
-        words = _words(node)
-        if isinstance(node, list):
-            if len(node) != 2 or node[0] != "null":
-                raise ValueError(f"unsupported union {node!r} (only [null, T] is used)")
-            inner = self.check(node[1], var, allowed)
-            inner = [s.replace(repr(_words(node[1])), repr(words), 1) for s in inner]
-            return [f"if {var} is not None:", *["    " + s for s in inner]]
-        if allowed is not None:
-            if node != "string":
-                raise ValueError(f"enum-like field of type {node!r}")
-            self.has_enum_like = True
-            k = self.const(allowed)
-            s = self.const(frozenset(allowed))
-            return [
-                f"if type({var}) is not str or {var} not in {s}: "
-                f"{var} = _enum_like({var}, {words!r}, {k})"
-            ]
-        if isinstance(node, str):
-            simple = {
-                "string": f"if type({var}) is not str: {var} = _string({var}, {words!r})",
-                "boolean": f"if {var} is not True and {var} is not False: _fail({words!r}, {var})",
-                "null": f"if {var} is not None: _fail({words!r}, {var})",
-                "float": f"{var} = _number({var}, {words!r})",
-                "double": f"{var} = _number({var}, {words!r})",
-                "bytes": f"if type({var}) is not bytes: {var} = _bytes({var}, {words!r})",
-            }
-            if node in simple:
-                return [simple[node]]
-            if node in ("int", "long"):
-                low, high, name = (
-                    (_INT_MIN, _INT_MAX, "an int (32-bit)")
-                    if node == "int"
-                    else (_LONG_MIN, _LONG_MAX, "a long (64-bit)")
-                )
-                return [
-                    f"if type({var}) is not int or not {low} <= {var} <= {high}: "
-                    f"{var} = _integer({var}, {words!r}, {low}, {high}, {name!r})"
-                ]
-            return [f"{var} = c{self.names[node]}({var})"]  # a record defined earlier
-        kind = node["type"]
-        if kind == "record":
-            return [f"{var} = c{self.record(node)}({var})"]
-        if kind in ("array", "map"):
-            item = node["items" if kind == "array" else "values"]
-            fn = "_str_item" if item == "string" else self.item_function(item)
-            if kind == "map":
-                return [f"{var} = _values({var}, {words!r}, {fn})"]
-            return [f"{var} = _items({var}, {words!r}, {fn}, {self.python})"]
-        raise ValueError(f"unsupported Avro type {kind!r}")
-
-    def item_function(self, node: Any) -> str:
-        if isinstance(node, dict) and node.get("type") == "record":
-            return f"c{self.record(node)}"
-        if isinstance(node, str) and node in self.names:
-            return f"c{self.names[node]}"
-        name = f"i{len(self.env)}"
-        self.src += [f"def {name}(x):", *["    " + s for s in self.check(node, "x", None)]]
-        self.src.append("    return x")
-        self.env[name] = None  # reserve the name
-        return name
-
-    def field_writer(self, node: Any, var: str, expr: str) -> list[str]:
-        """Statements setting ``var`` to the JSON text of ``expr`` (a record field)."""
-        if isinstance(node, list):  # [null, T], inline: most fields of our records
-            return [
-                f"{var} = {expr}",
-                f"{var} = 'null' if {var} is None else {self.writer(node[1], var)}",
-            ]
-        return [f"{var} = {self.writer(node, expr)}"]
-
-    def writer(self, node: Any, expr: str) -> str:
-        if isinstance(node, list):  # [null, T]: a function per union, not a lambda per call
-            name = f"u{len(self.env)}"
-            self.env[name] = None
-            self.src += [
-                f"def {name}(x):",
-                f"    return 'null' if x is None else {self.writer(node[1], 'x')}",
-            ]
-            return f"{name}({expr})"
-        if isinstance(node, str):
-            if node == "string":
-                return f"E({expr})"
-            if node in ("int", "long"):
-                return f"int.__repr__({expr})"
-            if node == "boolean":
-                return f"{{True: 'true', False: 'false'}}[{expr}]"
-            if node == "null":
-                return "'null'"
-            if node in self.names:
-                return f"w{self.names[node]}({expr})"
-            return f"_fail('no JSON text for {node}', {expr})"
-        kind = node["type"]
-        if kind == "record":
-            return f"w{self.names[node['name']]}({expr})"
-        if kind == "array":
-            return f"'[' + ', '.join([{self.writer(node['items'], 'e')} for e in {expr}]) + ']'"
-        if kind == "map":
-            inner = self.writer(node["values"], "e")
-            return f"'{{' + ', '.join([E(k) + ': ' + {inner} for k, e in {expr}.items()]) + '}}'"
-        return f"_fail('no JSON text', {expr})"
-
-
-def _unknown(value: Mapping[str, Any], fields: frozenset[str]) -> _Invalid:
-    exc = _Invalid("unknown")
-    exc.path.append(sorted(str(k) for k in value if k not in fields)[0])
-    return exc
-
-
 # --------------------------------------------------------------------------- one record type
 
 
 class _RecordCodec:
-    """Everything precomputed for one record type."""
+    """Everything derived once from one record type's standalone schema: fastavro's parsed
+    schema and fingerprint, msgspec types for the JSON and the Python form (enum-likes as
+    ``Literal``s, nullable unions as optionals, Avro's defaults), and json_line's writer."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
         self.name = name
@@ -537,12 +223,224 @@ class _RecordCodec:
         self.fingerprint = _fingerprint_bytes(to_parsing_canonical_form(standalone))
         self.header = _SINGLE_OBJECT_MARKER + self.fingerprint
         self.old_writers: dict[bytes, Any] = {}  # fingerprint -> parsed old writer schema
-        python = _Compiler(python=True)
-        self.from_python, self.write_json = python.compile(standalone)
-        self.from_json = _Compiler(python=False).compile(standalone)[0]
-        self.has_enum_like = python.has_enum_like
-        self.has_bytes = '"bytes"' in json.dumps(standalone)
         self.field_names = tuple(f["name"] for f in standalone["fields"])
+        self.named: dict[str, Any] = {}  # full name -> record node
+        self.has_enum_like = False
+        self.json_type = self.type_of(standalone, python=False)
+        self.python_type = self.type_of(standalone, python=True)
+        self.decoder = msgspec.json.Decoder(self.json_type)
+        self.bytes_fields = tuple(
+            f["name"] for f in standalone["fields"] if f["type"] in ("bytes", ["null", "bytes"])
+        )
+        if json.dumps(standalone).count('"bytes"') != len(self.bytes_fields):
+            raise ValueError(f"{name}: bytes are supported as top-level fields only")
+        nested = any(n.get("type") == "record" for n in _nodes(standalone["fields"]))
+        self.flat = not nested  # no nested structs: asdict is the whole conversion
+        writer = _Writer()
+        self.write_json = writer.compile(standalone)
+
+    def type_of(self, node: Any, python: bool, allowed: tuple[str, ...] | None = None) -> Any:
+        """The msgspec type checking an Avro schema node (the records' Structs are made
+        here, once per form)."""
+        if isinstance(node, list):
+            if len(node) != 2 or node[0] != "null":
+                raise ValueError(f"{self.name}: unsupported union {node!r} (only [null, T])")
+            return self.type_of(node[1], python, allowed) | None
+        if allowed is not None:
+            if node != "string":
+                raise ValueError(f"{self.name}: enum-like field of type {node!r}")
+            self.has_enum_like = True
+            return Literal[allowed]
+        if isinstance(node, str):
+            if node == "bytes":
+                return bytes if python else str  # JSON: a string of code points 0-255
+            return (
+                _PRIMITIVES[node] if node in _PRIMITIVES else self.type_of(self.named[node], python)
+            )
+        kind = node["type"]
+        if kind == "array":
+            return list[self.type_of(node["items"], python)]  # type: ignore[misc]
+        if kind == "map":
+            return dict[str, self.type_of(node["values"], python)]  # type: ignore[misc]
+        if kind != "record":
+            raise ValueError(f"{self.name}: unsupported Avro type {kind!r}")
+        self.named[node["name"]] = node
+        short = node["name"].rpartition(".")[2]
+        fields: list[tuple[Any, ...]] = []
+        for field in node["fields"]:
+            ftype = self.type_of(field["type"], python, ALLOWED_VALUES.get((short, field["name"])))
+            if "default" not in field:
+                fields.append((field["name"], ftype))
+                continue
+            default = field["default"]
+            if python and "bytes" in field["type"] and default is not None:
+                default = default.encode("latin-1")
+            if isinstance(default, list | dict) and default:
+                default = msgspec.field(default_factory=functools.partial(copy.deepcopy, default))
+            fields.append((field["name"], ftype, default))
+        return msgspec.defstruct(
+            short, fields, kw_only=True, forbid_unknown_fields=python, module=__name__
+        )
+
+    def convert(self, value: Any, python: bool, what: str) -> dict[str, Any]:
+        """``value`` checked against the schema and normalised (defaults filled, plain
+        ``dict``/``list``/``str``, schema order): the one validation of a record."""
+        if python and self.bytes_fields and isinstance(value, Mapping):
+            for name in self.bytes_fields:  # msgspec would read a str as base64
+                if isinstance(value.get(name), str):
+                    raise EncodeError(
+                        f"{what} fails schema {self.name}: field '{name}' must be bytes, got string"
+                    )
+        try:
+            obj = msgspec.convert(value, self.python_type if python else self.json_type)
+        except msgspec.ValidationError as exc:
+            error = EncodeError if what == "value" else DecodeError
+            raise error(self.reason(value, str(exc), what, python)) from None
+        return self.plain(obj, python)
+
+    def plain(self, obj: Any, python: bool) -> dict[str, Any]:
+        out: dict[str, Any]
+        out = asdict(obj) if self.flat else msgspec.to_builtins(obj, builtin_types=(bytes,))
+        if self.bytes_fields and not python:
+            for name in self.bytes_fields:
+                if out[name] is not None:
+                    try:
+                        out[name] = out[name].encode("latin-1")
+                    except UnicodeEncodeError:
+                        raise DecodeError(
+                            f"JSON value fails schema {self.name}: field '{name}' has a code point "
+                            f"above 255 (bytes in JSON are ISO-8859-1)"
+                        ) from None
+        return out
+
+    def reason(self, datum: Any, message: str, what: str, python: bool) -> str:
+        """msgspec's error (its kind and its path) in our words: the field path, the
+        Avro type expected and the JSON type found, or the allowed values."""
+        message, _, at = message.partition(" - at `")
+        segments: list[Any] = []
+        for name, index in _MSGSPEC_PATH.findall(at.partition("` in `")[2] or at):
+            segments.append(name or (int(index) if index != "..." else index))
+        quoted = re.search(r"field `(.*)`$", message)
+        if quoted:  # "Object missing required field `x`", "... unknown field `x`"
+            segments.append(quoted.group(1))
+        path, node, owner, field, value = self.locate(datum, segments, python)
+        where = f"field '{path}'" if path else "value"
+        if quoted and message.startswith("Object missing"):
+            return f"{what} fails schema {self.name}: {where} missing"
+        if quoted:
+            return f"{what} fails schema {self.name}: unknown {where}"
+        if message.startswith("Invalid enum value"):
+            allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
+            shown = _truncate(repr(value), 60)
+            return f"unknown value {shown} for {self.name}.{path} (allowed: {allowed})"
+        if at.startswith("key`"):
+            key = next(k for k in value if not isinstance(k, str))
+            got = f"key {_kind_of(key)}"
+            return f"{what} fails schema {self.name}: {where} must be a map with string keys, got {got}"
+        if isinstance(value, int) and not isinstance(value, bool) and node in ("int", "long"):
+            size = "an int (32-bit)" if node == "int" else "a long (64-bit)"
+            return f"{what} fails schema {self.name}: {where} is out of range for {size}"
+        return f"{what} fails schema {self.name}: {where} must be {_words(node)}, got {_kind_of(value)}"
+
+    def locate(
+        self, datum: Any, segments: list[Any], python: bool
+    ) -> tuple[str, Any, str, str, Any]:
+        """Walk msgspec's path through the schema and the value: (our path, the Avro node
+        there, the record declaring the field, the field, the value there)."""
+        node: Any = self.schema_json
+        path, owner, field = "", self.name, ""
+        for seg in segments:
+            node = node[1] if isinstance(node, list) else node
+            node = self.named[node] if isinstance(node, str) else node
+            if node["type"] == "record":
+                owner, field = node["name"].rpartition(".")[2], seg
+                node = next((f["type"] for f in node["fields"] if f["name"] == seg), "null")
+                path += f".{seg}" if path else seg
+                datum = datum.get(seg, _MISSING) if isinstance(datum, Mapping) else _MISSING
+            elif node["type"] == "array":
+                node, datum = node["items"], datum[seg]
+                path += f"[{seg}]"
+            else:  # a map value: msgspec does not say which key, the first bad one it is
+                node, kind = node["values"], self.type_of(node["values"], python)
+                seg = next(k for k, v in datum.items() if not _fits(v, kind))
+                node, datum = node, datum[seg]
+                path += f"[{seg!r}]"
+        return path, node, owner, field, datum
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    try:
+        msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _nodes(node: Any) -> Iterator[Any]:
+    """Every dict node inside a schema fragment (records, arrays, maps, fields)."""
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            yield from _nodes(item)
+
+
+def _no_json_text(value: Any) -> str:
+    raise TypeError(f"no JSON text for {type(value).__name__}")  # json_line: json.dumps then
+
+
+class _Writer:
+    """json_line's writer for one record type: per record an f-string, compiled once, in
+    ``json.dumps(..., ensure_ascii=False)``'s exact format (the stdlib's C encoder is
+    ~1.5x slower on replay's outputs). A type it does not write raises TypeError."""
+
+    def __init__(self) -> None:
+        self.src: list[str] = []
+        self.env: dict[str, Any] = {"E": encode_basestring, "B": {True: "true", False: "false"}}
+        self.env["T"] = _no_json_text
+        self.names: dict[str, str] = {}
+
+    def compile(self, schema: dict[str, Any]) -> Callable[[Any], str]:
+        name = self.record(schema)
+        exec("\n".join(self.src), self.env)  # noqa: S102 - source generated from the schema
+        return self.env[name]  # type: ignore[no-any-return]
+
+    def record(self, node: dict[str, Any]) -> str:
+        fn = self.names[node["name"]] = f"w{len(self.names)}"
+        body, parts = [], []
+        for i, field in enumerate(node["fields"]):
+            key = (
+                json.dumps(field["name"], ensure_ascii=False).replace("{", "{{").replace("}", "}}")
+            )
+            parts.append(f"{key}: {{a{i}}}")
+            ftype, value = field["type"], f"v[{field['name']!r}]"
+            if isinstance(ftype, list):  # [null, T] inline: most fields of our records
+                body.append(f"a{i} = {value}")
+                body.append(f"a{i} = 'null' if a{i} is None else {self.expr(ftype[1], f'a{i}')}")
+            else:
+                body.append(f"a{i} = {self.expr(ftype, value)}")
+        self.src += [f"def {fn}(v):", *(f"    {s}" for s in body)]
+        self.src.append(f"    return f'{{{{{', '.join(parts)}}}}}'")
+        return fn
+
+    def expr(self, node: Any, x: str) -> str:
+        if isinstance(node, list):
+            return f"('null' if {x} is None else {self.expr(node[1], x)})"
+        if isinstance(node, str):
+            simple = {"string": f"E({x})", "boolean": f"B[{x}]", "null": "'null'"}
+            if node in ("int", "long"):
+                return f"int.__repr__({x})"
+            return simple.get(node) or f"{self.names.get(node, 'T')}({x})"
+        kind = node["type"]
+        if kind == "record":
+            return f"{self.record(node)}({x})"
+        if kind == "array":
+            return f"'[' + ', '.join([{self.expr(node['items'], 'e')} for e in {x}]) + ']'"
+        if kind == "map":
+            inner = self.expr(node["values"], "e")
+            return f"'{{' + ', '.join([E(k) + ': ' + {inner} for k, e in {x}.items()]) + '}}'"
+        return f"T({x})"
 
 
 def _fingerprint_bytes(canonical: str) -> bytes:
@@ -683,19 +581,12 @@ class Codec:
 
     # ---- encoding
 
-    def _python(self, rec: _RecordCodec, value: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = rec.from_python(value)
-        except _Invalid as exc:
-            raise EncodeError(_describe(rec.name, exc, "value")) from None
-        return result
-
     def encode(self, record: str, value: Mapping[str, Any]) -> bytes:
         """Avro single-object encoding of ``value`` (defaults filled); EncodeError if invalid."""
         rec = self._record(record)
         out = io.BytesIO()
         out.write(rec.header)
-        schemaless_writer(out, rec.parsed, self._python(rec, value))
+        schemaless_writer(out, rec.parsed, rec.convert(value, True, "value"))
         return out.getvalue()
 
     def encode_confluent(self, record: str, value: Mapping[str, Any], schema_id: int) -> bytes:
@@ -707,7 +598,7 @@ class Codec:
             raise EncodeError(f"schema id {schema_id} is not a registry id (0..2^31-1)")
         out = io.BytesIO()
         out.write(b"\x00" + schema_id.to_bytes(4, "big"))
-        schemaless_writer(out, rec.parsed, self._python(rec, value))
+        schemaless_writer(out, rec.parsed, rec.convert(value, True, "value"))
         return out.getvalue()
 
     def encode_built(self, record: str, value: Mapping[str, Any]) -> bytes:
@@ -720,7 +611,7 @@ class Codec:
         with bytes fields (their JSON form differs) always take :meth:`encode`.
         """
         rec = self._record(record)
-        if rec.has_bytes:
+        if rec.bytes_fields:
             return self.encode(record, value)
         out = io.BytesIO()
         out.write(rec.header)
@@ -733,8 +624,8 @@ class Codec:
     def to_json_value(self, record: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """Validated JSON form of ``value`` (all fields, defaults filled); raises EncodeError."""
         rec = self._record(record)
-        datum = self._python(rec, value)
-        return _jsonable(datum) if rec.has_bytes else datum
+        datum = rec.convert(value, True, "value")
+        return _jsonable(datum) if rec.bytes_fields else datum
 
     def encode_json(self, record: str, value: Mapping[str, Any]) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_json_value`, for JSON Lines and demo tooling."""
@@ -759,12 +650,22 @@ class Codec:
     def from_json_value(self, record: str, value: Any) -> dict[str, Any]:
         """Validate an already parsed JSON value and return it decoded (defaults filled,
         bytes as ``bytes``, schema order); raises DecodeError."""
-        rec = self._record(record)
+        return self._record(record).convert(value, False, "JSON value")
+
+    def decode_json_value(self, record: str, raw: bytes) -> dict[str, Any]:
+        """:meth:`from_json_value` of ``json.loads(raw)``, the same result or DecodeError,
+        straight from the JSON bytes of one value (replay's wrapper lines give them as
+        ``msgspec.Raw``): one typed msgspec decode; only a failure parses again for the reason."""
+        rec = self._records.get(record) or self._record(record)
         try:
-            result: dict[str, Any] = rec.from_json(value)
-        except _Invalid as exc:
-            raise DecodeError(_describe(record, exc, "JSON value")) from None
-        return result
+            return rec.plain(rec.decoder.decode(raw), False)
+        except (msgspec.MsgspecError, ValueError, RecursionError):
+            pass
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"{record}: invalid JSON: {_truncate(str(exc), 120)}") from None
+        return self.from_json_value(record, value)
 
     def decode(self, record: str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """Decode one record, telling the format by its first bytes (see the module doc).
@@ -786,9 +687,15 @@ class Codec:
         text = text.lstrip(_JSON_WHITESPACE)
         if text[:1] == b"{":
             try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise DecodeError(f"{record}: invalid JSON: {_truncate(str(exc), 120)}") from None
+                return rec.plain(rec.decoder.decode(text), False)
+            except (msgspec.MsgspecError, ValueError, RecursionError):
+                pass  # parsed again below, for the reason: bad JSON first, then the schema's
+            try:
+                value = msgspec.json.decode(text)
+            except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
+                words = "depth limit exceeded" if isinstance(exc, RecursionError) else str(exc)
+                words = words.removeprefix("JSON is malformed: ")
+                raise DecodeError(f"{record}: invalid JSON: {_truncate(words, 120)}") from None
             return self.from_json_value(record, value)
         head = " ".join(f"0x{b:02X}" for b in data[:2])
         raise DecodeError(
@@ -834,11 +741,7 @@ class Codec:
             return value
         # Types are right; the enum-like values (and, after resolution, the field order
         # of the current schema) are the compiled check's.
-        try:
-            result: dict[str, Any] = rec.from_python(value)
-        except _Invalid as exc:
-            raise DecodeError(_describe(rec.name, exc, "Avro value")) from None
-        return result
+        return rec.convert(value, True, "Avro value")
 
     def _decode_confluent(self, rec: _RecordCodec, data: bytes) -> dict[str, Any]:
         if len(data) < _CONFLUENT_HEADER_LEN:
@@ -889,6 +792,7 @@ encode = _DEFAULT.encode
 encode_confluent = _DEFAULT.encode_confluent
 encode_built = _DEFAULT.encode_built
 decode = _DEFAULT.decode
+decode_json_value = _DEFAULT.decode_json_value
 encode_json = _DEFAULT.encode_json
 to_json_value = _DEFAULT.to_json_value
 from_json_value = _DEFAULT.from_json_value
@@ -950,4 +854,4 @@ def dead_letter(
         "size": size if value is None else len(raw),
         "by_reference": by_reference,
     }
-    return _DEFAULT._python(_DEFAULT._record("DeadLetter"), record)
+    return _DEFAULT._record("DeadLetter").convert(record, True, "value")

@@ -914,6 +914,7 @@ def test_codec_imports_no_faust_or_kafka() -> None:
     assert imported <= {
         "__future__",
         "copy",
+        "functools",
         "io",
         "json",
         "re",
@@ -921,6 +922,7 @@ def test_codec_imports_no_faust_or_kafka() -> None:
         "pathlib",
         "typing",
         "fastavro",
+        "msgspec",
         "orjson",
         "processors",  # the core's enums and the reply reasons: pure modules
     }
