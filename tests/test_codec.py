@@ -461,10 +461,11 @@ def message_json(**changes: Any) -> bytes:
     ],
 )
 def test_json_validation_failures_are_readable(data: bytes, reason: str) -> None:
-    with pytest.raises(DecodeError) as info:
-        codec.decode("MessageEvent", data)
-    assert str(info.value).startswith(reason)
-    assert type(info.value) is DecodeError
+    for decoder in (codec.decode, codec.decode_json_value):
+        with pytest.raises(DecodeError) as info:
+            decoder("MessageEvent", data)
+        assert str(info.value).startswith(reason)
+        assert type(info.value) is DecodeError
 
 
 def test_json_top_level_must_be_an_object() -> None:
@@ -552,6 +553,69 @@ def test_nested_json_validation_failures(record: str, change: Any, reason: str) 
     with pytest.raises(DecodeError) as info:
         codec.decode(record, json.dumps(value).encode())
     assert str(info.value).startswith(reason)
+
+
+def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "value", fn(*args)
+    except DecodeError as exc:
+        return "error", str(exc)
+
+
+@pytest.mark.parametrize("record", codec.RECORDS)
+def test_decode_json_value_is_from_json_value_of_json_loads(record: str) -> None:
+    raw = codec.encode_json(record, SAMPLES[record])
+    decoded = codec.decode_json_value(record, raw)
+    assert decoded == codec.from_json_value(record, json.loads(raw)) == SAMPLES[record]
+    assert list(decoded) == list(SAMPLES[record])
+
+
+# The wrapper line's value as msgspec.Raw gives it: any JSON, some of it close to a record.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+near_records = st.fixed_dictionaries(
+    {},
+    optional={
+        name: st.sampled_from([value, None, "x", 1, 2**63, 1.5, True, [value], {"k": value}])
+        for name, value in {**SAMPLES["MessageEvent"], **SAMPLES["PresenceEvent"]}.items()
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    record=st.sampled_from(["MessageEvent", "TypingEvent", "PresenceEvent", "Candidate"]),
+    value=near_records | json_values,
+)
+def test_decode_json_value_agrees_with_from_json_value(record: str, value: Any) -> None:
+    raw = json.dumps(value).encode()  # NaN and Infinity included, as json.loads reads them
+    assert outcome(codec.decode_json_value, record, raw) == outcome(
+        codec.from_json_value, record, json.loads(raw)
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"conversation_id": "c", "ts": 1, "ts": "x", "user_id": "u", "typing": true}',
+        b'{"conversation_id": "c", "ts": "x", "ts": 1, "user_id": "u", "typing": true}',
+        b'{"conversation_id": "c", "user_id": "u", "typing": true, "ts": 99999999999999999999}',
+        b'{"conversation_id": "c", "user_id": "u", "typing": true, "ts": NaN}',
+        b'{"conversation_id": "\\ud800", "user_id": "u", "typing": true, "ts": 1}',
+        b'{"conversation_id": "c", "user_id": "u", "typing": 1, "ts": 1.0}',
+    ],
+)
+def test_decode_json_value_edge_cases(raw: bytes) -> None:
+    expected = outcome(codec.from_json_value, "TypingEvent", json.loads(raw))
+    assert outcome(codec.decode_json_value, "TypingEvent", raw) == expected
+
+
+def test_decode_json_value_of_bad_json() -> None:
+    with pytest.raises(DecodeError, match="^TypingEvent: invalid JSON"):
+        codec.decode_json_value("TypingEvent", b'{"typing": tru')
 
 
 def test_json_defaults_are_filled() -> None:
@@ -914,6 +978,7 @@ def test_codec_imports_no_faust_or_kafka() -> None:
     assert imported <= {
         "__future__",
         "copy",
+        "functools",
         "io",
         "json",
         "re",
@@ -921,6 +986,7 @@ def test_codec_imports_no_faust_or_kafka() -> None:
         "pathlib",
         "typing",
         "fastavro",
+        "msgspec",
         "orjson",
         "processors",  # the core's enums and the reply reasons: pure modules
     }
