@@ -158,8 +158,7 @@ def _words(node: Any) -> str:
 
 class _RecordCodec:
     """Everything derived once from one record type's standalone schema: fastavro's parsed
-    schema and fingerprint, msgspec types of its Python form (bytes, unknown fields
-    refused) and JSON form."""
+    schema and fingerprint, msgspec types of its Python form and its JSON form."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
         self.name, self.schema_json = name, standalone
@@ -169,10 +168,8 @@ class _RecordCodec:
         self.old_writers: dict[bytes, Any] = {}  # fingerprint -> parsed old writer schema
         self.named: dict[str, Any] = {}  # full name -> record node
         self.has_enum_like = False
-        self.python_type, self.json_type = (
-            self.type_of(standalone, True),
-            self.type_of(standalone, False),
-        )
+        self.python_type = self.type_of(standalone, python=True)  # bytes; unknown fields refused
+        self.json_type = self.type_of(standalone, python=False)
         self.decoder = msgspec.json.Decoder(self.json_type)
         fields = standalone["fields"]
         self.bytes_fields = tuple(
@@ -233,7 +230,11 @@ class _RecordCodec:
         try:
             obj = msgspec.convert(value, self.python_type if python else self.json_type)
         except msgspec.ValidationError as exc:
-            raise error(self.reason(value, str(exc), what, python)) from None
+            try:
+                why = self.reason(value, str(exc), what, python)
+            except Exception:  # noqa: BLE001 - a path the walk does not know: still one error
+                why = f"{what} fails schema {self.name}"
+            raise error(why) from None
         return self.plain(obj, python)
 
     def plain(self, obj: Any, python: bool) -> dict[str, Any]:
@@ -261,14 +262,12 @@ class _RecordCodec:
         if quoted:
             segments.append(quoted.group(1))
         path, node, owner, field, value = self.locate(datum, segments, python)
-        where = f"field '{path}'" if path else "value"
+        where = f"field '{path}'" if segments else "value"
         fails = f"{what} fails schema {self.name}: {where}"
+        if quoted and message.startswith("Object missing"):
+            return f"{fails} missing"
         if quoted:
-            return (
-                f"{fails} missing"
-                if message.startswith("Object missing")
-                else f"{what} fails schema {self.name}: unknown {where}"
-            )
+            return f"{what} fails schema {self.name}: unknown {where}"
         if message.startswith("Invalid enum value"):
             allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
             return f"unknown value {_truncate(repr(value), 60)} for {self.name}.{path} (allowed: {allowed})"
