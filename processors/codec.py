@@ -62,6 +62,28 @@ from processors.core.presence import Presence
 from processors.reply.parse import REASONS as INBOUND_REASONS
 from processors.topics import CHANNELS
 
+__all__ = [
+    "ALLOWED_VALUES",
+    "RECORDS",
+    "SCHEMA_DIR",
+    "Codec",
+    "DecodeError",
+    "EncodeError",
+    "dead_letter",
+    "decode",
+    "decode_json_value",
+    "encode",
+    "encode_built",
+    "encode_confluent",
+    "encode_json",
+    "fingerprint",
+    "from_json_value",
+    "json_line",
+    "schema",
+    "to_json_value",
+    "use_schema_registry",
+]
+
 
 class DecodeError(ValueError):
     """Bytes (or a JSON value) that are not a valid record; ``str(e)`` is the reason."""
@@ -114,6 +136,7 @@ _OLD_SCHEMA_FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>
 _BAD_JSON: Final = (msgspec.MsgspecError, ValueError, RecursionError)  # ValueError: UTF-8
 _INT: Final = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 _LONG: Final = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_LATIN1: Final = Annotated[str, msgspec.Meta(pattern="^[\x00-\xff]*$")]
 #: Avro primitive -> (msgspec type, its name in reasons).
 _PRIMITIVES: Final[dict[str, tuple[Any, str]]] = {
     "null": (None, "null"),
@@ -193,7 +216,7 @@ class _RecordCodec:
             return Literal[allowed]
         if isinstance(node, str):
             if node == "bytes" and not python:
-                return str  # the JSON form: a string of code points 0-255
+                return _LATIN1  # the JSON form: a string of code points 0-255
             if node in _PRIMITIVES:
                 return _PRIMITIVES[node][0]
             return self.type_of(self.named[node], python)
@@ -243,13 +266,7 @@ class _RecordCodec:
             asdict(obj) if self.flat else msgspec.to_builtins(obj, builtin_types=(bytes,))
         )
         for name in () if python else self.bytes_fields:
-            try:
-                out[name] = None if out[name] is None else out[name].encode("latin-1")
-            except UnicodeEncodeError:
-                raise DecodeError(
-                    f"JSON value fails schema {self.name}: field '{name}' has a code point above "
-                    f"255 (bytes in JSON are ISO-8859-1)"
-                ) from None
+            out[name] = None if out[name] is None else out[name].encode("latin-1")
         return out
 
     def reason(self, datum: Any, message: str, what: str, python: bool) -> str:
@@ -274,6 +291,8 @@ class _RecordCodec:
         if at.startswith("key`"):
             key = next(k for k in value if not isinstance(k, str))
             return f"{fails} must be a map with string keys, got key {_kind_of(key)}"
+        if node in ("bytes", ["null", "bytes"]) and isinstance(value, str):
+            return f"{fails} has a code point above 255 (bytes in JSON are ISO-8859-1)"
         if node in ("int", "long") and type(value) is int:
             return f"{fails} is out of range for {'an int (32-bit)' if node == 'int' else 'a long (64-bit)'}"
         return f"{fails} must be {_words(node)}, got {_kind_of(value)}"
