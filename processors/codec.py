@@ -247,8 +247,11 @@ class _RecordCodec:
         if python and self.bytes_fields and isinstance(value, Mapping):
             for name in self.bytes_fields:  # msgspec would take a str as base64
                 if isinstance(value.get(name), str):
+                    kind = _words(
+                        next(f["type"] for f in self.schema_json["fields"] if f["name"] == name)
+                    )
                     raise error(
-                        f"{what} fails schema {self.name}: field '{name}' must be bytes, got string"
+                        f"{what} fails schema {self.name}: field '{name}' must be {kind}, got string"
                     )
         try:
             obj = msgspec.convert(value, self.python_type if python else self.json_type)
