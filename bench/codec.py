@@ -3,6 +3,8 @@
 For MessageEvent and TypingEvent (the two hottest topics) and for Flush (the largest
 record the project writes), times encode and decode on the Avro single-object path and
 the JSON path, over a few thousand distinct realistic values so caches see real variety.
+Then ``decode_json_value``, replay's path for one value, on the events bench.replay
+generates (its wrapper lines' values as raw JSON bytes), in microseconds per record.
 Run: ``python -m bench codec``.
 """
 
@@ -15,11 +17,19 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from processors import codec
+import msgspec
+
+from bench.replay import generate
+from processors import codec, topics
 
 N_VALUES = 2_000
 SEED = 11
 MIN_SECONDS = 0.5
+
+
+class _Wrapper(msgspec.Struct):
+    topic: str
+    value: msgspec.Raw
 
 
 def message(rnd: random.Random, i: int) -> dict[str, Any]:
@@ -88,6 +98,14 @@ def main() -> None:
             dec = rate(partial(codec.decode, record), blobs)
             size = sum(map(len, blobs)) / len(blobs)
             print(f"{record:<14}{path:<6}{enc:>12,.0f}{dec:>12,.0f}{size:>8.0f}")
+    raws: dict[str, list[tuple[str, bytes]]] = {}
+    for line in generate(20_000):
+        wrapper = msgspec.json.decode(line, type=_Wrapper)
+        record = topics.TOPICS[wrapper.topic].record or ""
+        raws.setdefault(record, []).append((record, bytes(wrapper.value)))
+    for record in ("TypingEvent", "PresenceEvent", "MessageEvent"):
+        per_s = rate(lambda item: codec.decode_json_value(*item), raws[record])
+        print(f"decode_json_value {record:<14}{1e6 / per_s:>6.2f} us/record")
 
 
 if __name__ == "__main__":

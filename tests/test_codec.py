@@ -953,6 +953,27 @@ def test_mangled_valid_records_decode_or_raise_decode_error(
         assert isinstance(codec.decode(record, mangled), dict)
 
 
+# Values of the schemas' types (no floats in any schema): any text, ints up to 64 bits.
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic=st.text(), key=st.none() | st.text(), value=st.dictionaries(st.text(), json_like))
+def test_json_line_is_json_dumps(topic: str, key: str | None, value: dict[str, Any]) -> None:
+    expected = json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)
+    assert codec.json_line("Decision", topic, key, value) == expected + "\n"
+
+
+def test_json_line_falls_back_to_json_dumps() -> None:
+    for value in ({"ts": 2**70}, {"ts": 1, 7: "x"}, {None: 1}, {"t": (1, "\x7f\u2028")}):
+        expected = json.dumps({"topic": "t", "key": None, "value": value}, ensure_ascii=False)
+        assert codec.json_line("Decision", "t", None, value) == expected + "\n"
+
+
 # --------------------------------------------------------------------------- purity, speed
 
 
