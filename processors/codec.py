@@ -72,6 +72,7 @@ __all__ = [
     "dead_letter",
     "decode",
     "decode_json_value",
+    "json_type",
     "encode",
     "encode_built",
     "encode_confluent",
@@ -501,6 +502,16 @@ class Codec:
         bytes as ``bytes``, schema order); raises DecodeError."""
         return self._record(record).convert(value, False, "JSON value")
 
+    def json_type(self, record: str) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+        """The msgspec type that reads ``record``'s JSON form (validating it, defaults
+        filled), and the function that turns what it read into the plain dict
+        :meth:`decode_json_value` returns: for readers that embed a record in a larger
+        type, as replay does with its input lines (one decode per line)."""
+        rec = self._record(record)
+        if rec.flat and not rec.bytes_fields:
+            return rec.json_type, asdict
+        return rec.json_type, functools.partial(rec.plain, python=False)
+
     def decode_json_value(self, record: str, raw: bytes) -> dict[str, Any]:
         """``from_json_value(record, json.loads(raw))``, the same value or DecodeError, from
         the JSON bytes of one value (as ``msgspec.Raw`` gives them from a wrapper line)."""
@@ -627,6 +638,7 @@ encode_confluent = _DEFAULT.encode_confluent
 encode_built = _DEFAULT.encode_built
 decode = _DEFAULT.decode
 decode_json_value = _DEFAULT.decode_json_value
+json_type = _DEFAULT.json_type
 encode_json = _DEFAULT.encode_json
 to_json_value = _DEFAULT.to_json_value
 from_json_value = _DEFAULT.from_json_value

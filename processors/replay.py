@@ -25,11 +25,11 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Union
 
 import msgspec
 import orjson
@@ -109,36 +109,48 @@ def admitted(
     return topic, key, verdict.value
 
 
-class _Line(msgspec.Struct):
-    """An input line as the fast path reads it: the value stays raw for its topic's type."""
-
-    topic: str
-    value: msgspec.Raw
-    key: str | None = None
-    timestamp: int | None = None
+_RECORDS: dict[str, str] = {topic: str(TOPICS[topic].record) for topic in INPUT_TOPICS}
 
 
-_read_line = msgspec.json.Decoder(_Line).decode
-_decode_value = codec.decode_json_value
+def _line_types() -> tuple[Any, dict[type, tuple[str, Callable[[Any], dict[str, Any]]]]]:
+    """One msgspec type for every input line: a union tagged by ``topic``, whose value is
+    that topic's record type (:func:`codec.json_type`), so a line is read and its value
+    validated in one pass; and, per line type, its topic and how its value becomes the
+    plain record."""
+    lines: dict[type, tuple[str, Callable[[Any], dict[str, Any]]]] = {}
+    for topic, record in _RECORDS.items():
+        value_type, to_dict = codec.json_type(record)
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            ("value", value_type),
+            ("key", str | None, None),
+            ("timestamp", int | None, None),
+        ]
+        line = msgspec.defstruct(f"Line{record}", fields, tag_field="topic", tag=topic)
+        lines[line] = (topic, to_dict)
+    return Union[tuple(lines)], lines  # noqa: UP007 - a runtime union of generated types
+
+
+_LINE_TYPE, _LINES = _line_types()
+_read_line = msgspec.json.Decoder(_LINE_TYPE).decode
 
 
 def parse_line(line_no: int, line: str | bytes, counts: DoorCounts | None = None) -> Record:
     """One JSONL line to a validated, admitted (topic, key, value); raises ReplayInputError.
 
-    The fast path: msgspec reads the line with its value left raw, and the value is read
-    and validated in one pass by its topic's type (:func:`codec.decode_json_value`). A
-    line it does not take as it is (bad JSON, a wrong type anywhere, a tombstone) is read
-    again by :func:`_parse_line`, whose reasons are the ones reported: bad lines cost
-    twice, good ones once.
+    The fast path reads the line and validates its value in one msgspec pass. A line it
+    does not take as it is (bad JSON, a wrong type anywhere, a tombstone) is read again
+    by :func:`_parse_line`, whose reasons are the ones reported: bad lines cost twice,
+    good ones once.
     """
     try:
         item = _read_line(line)
-        topic = item.topic
-        value = _decode_value(_RECORDS[topic], item.value)
     except Exception:  # noqa: BLE001 - whatever it is, _parse_line says precisely
         return _parse_line(line_no, line, counts)
+    topic, to_dict = _LINES[type(item)]
     try:
-        return admitted(topic, item.key, value, item.timestamp, counts or DoorCounts())
+        return admitted(
+            topic, item.key, to_dict(item.value), item.timestamp, counts or DoorCounts()
+        )
     except ValueError as exc:
         raise ReplayInputError(line_no, str(exc)) from None
 
@@ -184,7 +196,6 @@ def _parse_line(line_no: int, line: str | bytes, counts: DoorCounts | None = Non
 # by the stdlib, whose message ("Expecting ',' delimiter at column 7") is the reason.
 _loads = orjson.loads
 _from_json_value = codec.from_json_value
-_RECORDS: dict[str, str] = {topic: str(TOPICS[topic].record) for topic in INPUT_TOPICS}
 
 
 def _not_json(line: str | bytes) -> str:
