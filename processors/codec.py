@@ -156,7 +156,7 @@ _KINDS: Final = tuple(  # Python type -> its JSON name, for reasons (never the v
         strict=True,
     )
 )
-_JSON_ENCODER: Final = msgspec.json.Encoder()
+_format_json: Final = msgspec.json.format
 _PATH: Final = re.compile(r"\.([^.\[`]+)|\[(\d+|\.\.\.)\]")  # msgspec's $.a[1].b, [...] a map
 
 
@@ -478,22 +478,24 @@ class Codec:
         """Compact UTF-8 JSON of :meth:`to_json_value`, for JSON Lines and demo tooling."""
         return orjson.dumps(self.to_json_value(record, value))  # measured 1.3-1.7x msgspec's
 
-    def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> str:
-        """One replay output line (with its newline): what ``json.dumps({"topic": topic,
-        "key": key, "value": value}, ensure_ascii=False)`` gives, ``value``'s fields in the
-        schema's order, for values of the schema's types (what the core makes). msgspec
-        writes compact JSON, escaped as json.dumps does without ``ensure_ascii``, and its
-        formatter (``indent=0``) adds json.dumps's spaces: ~1.2x faster than the writer
-        compiled from the schema it replaces. What msgspec cannot write (an int over 64
-        bits, a key that is not a string, ...) takes json.dumps."""
+    def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> bytes:
+        """One replay output line (UTF-8, with its newline): what ``json.dumps({"topic":
+        topic, "key": key, "value": value}, ensure_ascii=False)`` gives, ``value``'s
+        fields in the schema's order, for values of the schema's types (what the core
+        makes). orjson writes compact JSON, escaped as json.dumps does without
+        ``ensure_ascii``, and msgspec's formatter (``indent=0``) adds json.dumps's
+        spaces: ~1.6x faster than msgspec's encoder doing both, ~2x the writer compiled
+        from the schema before it. What orjson cannot write (an int over 64 bits, a key
+        that is not a string) takes json.dumps. (No schema has a float, which the two
+        would write differently.)"""
         names = self._record(record).field_names
         if type(value) is dict and tuple(value) != names and value.keys() == set(names):
             value = {name: value[name] for name in names}  # in schema order, as the contract's
         item = {"topic": topic, "key": key, "value": value}
         try:
-            return msgspec.json.format(_JSON_ENCODER.encode(item), indent=0).decode() + "\n"
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-            return json.dumps(item, ensure_ascii=False) + "\n"
+            return _format_json(orjson.dumps(item), indent=0) + b"\n"
+        except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
+            return (json.dumps(item, ensure_ascii=False) + "\n").encode()
 
     # ---- decoding
 

@@ -567,7 +567,7 @@ class OutputWriter:
                 counts[(value["outcome"], value["reason"] or "", value["channel"] or "")] += 1
             elif not self.deliveries:
                 continue
-            batch.append(line(_OUTPUT_RECORDS[topic], topic, key, value).encode())
+            batch.append(line(_OUTPUT_RECORDS[topic], topic, key, value))
             if len(batch) >= WRITE_BATCH:
                 _write(self.out, batch, self.output)
 

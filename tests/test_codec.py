@@ -965,13 +965,13 @@ json_like = st.recursive(
 @given(topic=st.text(), key=st.none() | st.text(), value=st.dictionaries(st.text(), json_like))
 def test_json_line_is_json_dumps(topic: str, key: str | None, value: dict[str, Any]) -> None:
     expected = json.dumps({"topic": topic, "key": key, "value": value}, ensure_ascii=False)
-    assert codec.json_line("Decision", topic, key, value) == expected + "\n"
+    assert codec.json_line("Decision", topic, key, value) == (expected + "\n").encode()
 
 
 def test_json_line_falls_back_to_json_dumps() -> None:
     for value in ({"ts": 2**70}, {"ts": 1, 7: "x"}, {None: 1}, {"t": (1, "\x7f\u2028")}):
         expected = json.dumps({"topic": "t", "key": None, "value": value}, ensure_ascii=False)
-        assert codec.json_line("Decision", "t", None, value) == expected + "\n"
+        assert codec.json_line("Decision", "t", None, value) == (expected + "\n").encode()
 
 
 # --------------------------------------------------------------------------- purity, speed

@@ -41,7 +41,7 @@ def expected(topic: str, key: str | None, value: dict[str, Any]) -> str:
 @given(decisions(), maybe)
 def test_decision_lines_are_json_dumps_bytes(value: dict[str, Any], key: str | None) -> None:
     got = codec.json_line("Decision", "notify.decisions", key, value)
-    assert got == expected("notify.decisions", key, value)
+    assert got == expected("notify.decisions", key, value).encode()
 
 
 def test_a_decision_in_another_field_order_is_written_in_schema_order() -> None:
@@ -60,9 +60,8 @@ def test_a_decision_in_another_field_order_is_written_in_schema_order() -> None:
         "ts": 5,
     }
     reordered = dict(reversed(list(value.items())))
-    assert codec.json_line("Decision", "notify.decisions", "u", reordered) == expected(
-        "notify.decisions", "u", value
-    )
+    got = codec.json_line("Decision", "notify.decisions", "u", reordered)
+    assert got == expected("notify.decisions", "u", value).encode()
 
 
 @given(text, st.lists(text, min_size=1, max_size=3))
@@ -89,6 +88,5 @@ def test_flush_lines_are_json_dumps_bytes(conversation: str, texts: list[str]) -
         "closed_at": 1,
         "cause": "inactivity",
     }
-    assert codec.json_line("Flush", "notify.flushes", conversation, value) == expected(
-        "notify.flushes", conversation, value
-    )
+    got = codec.json_line("Flush", "notify.flushes", conversation, value)
+    assert got == expected("notify.flushes", conversation, value).encode()
