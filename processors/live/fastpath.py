@@ -28,9 +28,14 @@ changes):
   had to wait through a rebalance (flow control, a full queue) so cannot move the read
   offset past records the new generation has to re-read (that would skip them), and
   the agent drops the stale event (below).
+* :func:`fetched` is ``Consumer.getmany`` with the end offset (the lag gauge, a
+  Prometheus ``labels()`` per call) tracked once per partition per fetch instead of
+  per record.
 * :class:`Outbox` collects what an agent's batch (or a fan-out) produces and hands it
   to aiokafka's producer with one ``send_batch`` per partition, partitioned by the
-  producer's own ``_partition`` (aiokafka 0.14.0, pinned too).
+  producer's own ``_partition`` (aiokafka 0.14.0, pinned too). Table states written
+  while a batch is applied keep one record per key, the last, encoded at the send
+  (:meth:`Outbox.set_state`).
 * :func:`consume_in_batches` is the agents' loop: it takes what the channel's queue
   holds (everything the conductor delivered from the last fetch, up to
   ``MAX_BATCH_EVENTS``) without yielding per event, applies the events in order, and
