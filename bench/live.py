@@ -427,7 +427,8 @@ def write_every_event(pipeline: Any) -> None:
 
     Wraps the worker's handlers from outside (production code has no such mode): after
     each message, typing and presence event, the conversation's batch or the user's
-    presence is written to its Table whether it changed or not.
+    presence is written to its Table whether it changed or not, one changelog record
+    per write.
     """
     from processors import topics as t
 
@@ -450,6 +451,30 @@ def write_every_event(pipeline: Any) -> None:
 
     async def persist_presence(partition: int, value: dict[str, Any]) -> None:
         await users.persist(partition, users.presence[value["user_id"]])
+
+    # ... and each write is its own changelog record, encoded when written (the worker
+    # keeps one record per key per applied batch, encoded once: Outbox.set_state).
+    from processors.live import context as live_context
+    from processors.live.fastpath import current_outbox
+
+    ctx = pipeline.ctx
+    coalesced = ctx.table_set
+
+    async def table_set(table: Any, partition: int, key: str, value: dict[str, Any]) -> None:
+        outbox = current_outbox()
+        if outbox is None:
+            await coalesced(table, partition, key, value)
+            return
+        table.data[key] = value
+        ctx.table_writes += 1
+        outbox.add(
+            table.changelog_topic.get_topic_name(),
+            live_context._json_bytes(key),
+            live_context._json_bytes(value),
+            partition,
+        )
+
+    ctx.table_set = table_set
 
     for side, name, persist in (
         (conversations, t.MESSAGES, persist_batch),

@@ -62,8 +62,12 @@ class ConversationSide:
         # conversation_id -> resolved once the Flush being written for it is acked (or
         # failed): a second close of the same batch waits for the first.
         self.closing: dict[str, asyncio.Future[None]] = {}
-        # conversation_id -> the fan-out of its last Flush, while it runs.
-        self.fan_outs: dict[str, asyncio.Task[None]] = {}
+        # conversation_id -> resolved once the fan-out of its last Flush was handed to
+        # the producer (or failed).
+        self.fan_outs: dict[str, asyncio.Future[None]] = {}
+        # Flushes waiting for the fan-out task, in order, and that task while it runs.
+        self.fan_out_queue: list[tuple[Flush, asyncio.Future[None]]] = []
+        self.fan_out_task: asyncio.Future[None] | None = None
         self.intake = Intake(
             ctx,
             {
@@ -91,9 +95,13 @@ class ConversationSide:
 
     async def persist(self, partition: int, batch: ConversationBatch) -> None:
         cid = batch.conversation_id
-        await self.ctx.table_set(
-            self.batches_table, partition, cid, {"p": partition, "b": batch.to_dict()}
-        )
+        state = batch.to_dict()
+        pending = state.get("p")
+        if pending is not None:
+            # to_dict shares the live list of pending messages, and the changelog
+            # record is encoded when the agent's batch ends (table_set): copy it.
+            state["p"] = list(pending)
+        await self.ctx.table_set(self.batches_table, partition, cid, {"p": partition, "b": state})
         self.closed_unpersisted.discard(cid)
 
     def load(self, partitions: set[int]) -> int:
@@ -238,23 +246,50 @@ class ConversationSide:
                     await asyncio.sleep(0)
 
     def start_fan_out(self, flush: Flush) -> None:
-        """Fan out in the background so the scheduler goes on closing other batches."""
+        """Fan out in the background so the scheduler goes on closing other batches.
+
+        Flushes queue up for one fan-out task (:meth:`_fan_out_queued`) that hands the
+        Candidates of every queued Flush to the producer together, one ``send_batch``
+        per partition. (A task per Flush, each with its own sends, made every task wait
+        on the same partition's pending producer batch and all of them woke whenever
+        one batch drained: with a flush per message that was a third of the worker's
+        time, and quadratic in the Flushes in flight.) One queue, taken in order, also
+        keeps one conversation's flushes fanning out in order.
+        """
         cid = flush["conversation_id"]
-        before = self.fan_outs.get(cid)
+        done = asyncio.get_running_loop().create_future()
+        self.fan_out_queue.append((flush, done))
+        self.fan_outs[cid] = done
+        if self.fan_out_task is None:
+            self.fan_out_task = asyncio.ensure_future(self._fan_out_queued())
 
-        async def run() -> None:
-            if before is not None:
-                await asyncio.wait([before])  # one conversation's flushes fan out in order
-            try:
-                await self.fan_out(flush)
-            except Exception:
-                log.exception("fan-out of a flush of conversation %r", cid)
-
-        task = asyncio.ensure_future(run())
-        self.fan_outs[cid] = task
-
-        def done(_: Any) -> None:
-            if self.fan_outs.get(cid) is task:
-                del self.fan_outs[cid]
-
-        task.add_done_callback(done)
+    async def _fan_out_queued(self) -> None:
+        """Fan out every queued Flush, round by round, until the queue is empty."""
+        try:
+            while self.fan_out_queue:
+                queued, self.fan_out_queue = self.fan_out_queue, []
+                try:
+                    async with outputs_in_batches(self.ctx.app) as outbox:
+                        for flush, _ in queued:
+                            try:
+                                await self.fan_out(flush)
+                            except Exception:
+                                log.exception(
+                                    "fan-out of a flush of conversation %r",
+                                    flush["conversation_id"],
+                                )
+                            if len(outbox) >= FAN_OUT_YIELD_EVERY:
+                                # many small fan-outs: let other deadlines run too
+                                await outbox.send()
+                                await asyncio.sleep(0)
+                except Exception:
+                    log.exception("handing a round of fan-outs to the producer")
+                finally:
+                    for flush, done in queued:
+                        if not done.done():
+                            done.set_result(None)
+                        cid = flush["conversation_id"]
+                        if self.fan_outs.get(cid) is done:
+                            del self.fan_outs[cid]
+        finally:
+            self.fan_out_task = None

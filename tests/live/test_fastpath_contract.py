@@ -38,6 +38,7 @@ SOURCES: dict[str, tuple[Any, str]] = {
         fastpath._ORIGINAL_DRAIN or Consumer._drain_messages,
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
     ),
+    # copied (fastpath.fetched), the end offset tracked once per partition per fetch;
     # checks flow_active and the generation before each record it yields
     "Consumer.getmany": (
         Consumer.getmany,
@@ -195,6 +196,18 @@ def test_attributes_relied_on() -> None:
     assert inspect.iscoroutinefunction(AIOKafkaClient._wait_on_metadata)
     assert "self.pending" in inspect.getsource(ProducerBuffer)
     assert callable(Consumer.on_buffer_full) and callable(Consumer.on_buffer_drop)
+    # what fastpath.fetched (the copy of getmany) calls
+    assert inspect.iscoroutinefunction(Consumer._wait_next_records)
+    assert inspect.iscoroutinefunction(Consumer.perform_seek)
+    assert callable(Consumer._to_message) and callable(Consumer.highwater)
+    assert "self._buffered_partitions" in inspect.getsource(Consumer.__init__)
+    from faust.sensors.monitor import Monitor
+
+    assert list(inspect.signature(Monitor.track_tp_end_offset).parameters) == [
+        "self",
+        "tp",
+        "offset",
+    ]
     from faust.sensors.base import SensorDelegate
 
     assert callable(SensorDelegate.on_topic_buffer_full)

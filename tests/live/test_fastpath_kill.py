@@ -2,14 +2,16 @@
 
 The batch hot path (processors/live/fastpath.py) applies what one fetch delivered in
 one go and acks it together. A worker killed half-way through such a batch must leave
-the events it applied (changelog written, offsets maybe not committed) and the ones it
-had not reached (neither) so that its successor applies each exactly once: every
-message ends up in exactly one Flush, and no Flush is written twice.
+the events it applied (changelog written, one last state per conversation and batch;
+offsets maybe not committed) and the ones it had not reached (neither) so that its
+successor applies each exactly once: every message ends up in exactly one Flush, and
+no Flush is written twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -69,6 +71,46 @@ def changelog_records(bootstrap: str, topic: str) -> int:
     return asyncio.run(go())
 
 
+def applied_per_changelog(
+    bootstrap: str, topic: str, until: Callable[[int], bool], timeout: float
+) -> int:
+    """Messages held in the conversations' last states on ``topic`` once ``until(them)``.
+
+    The changelog gets each conversation's last state once per applied batch of
+    events (writes of one batch are coalesced), so its record count says little about
+    progress; the pending messages in the last state of every conversation say how
+    many messages were applied (no batch closes in this test before the kill).
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    async def go() -> int:
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        await consumer.start()
+        held: dict[bytes, int] = {}
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=20)
+                for records in batch.values():
+                    for r in records:
+                        state = json.loads(r.value)
+                        held[r.key] = len(state["b"].get("p", ()))
+                if until(sum(held.values())):
+                    break
+        finally:
+            await consumer.stop()
+        return sum(held.values())
+
+    return asyncio.run(go())
+
+
 def test_sigkill_mid_fetched_batch_applies_every_event_exactly_once(
     tansu: Any, prefix: str, workers: Callable[..., WorkerProc]
 ) -> None:
@@ -87,20 +129,20 @@ def test_sigkill_mid_fetched_batch_applies_every_event_exactly_once(
         records.append((t.MESSAGES, cid.encode(), codec.encode("MessageEvent", value)))
     publish_fast(tansu.bootstrap, prefix, records)
 
-    # Each message joining a batch writes one changelog record: kill once some, not
-    # all, are applied (the worker takes the backlog in fetches of up to thousands).
+    # Kill once some, not all, messages are applied (the worker takes the backlog in
+    # fetches of up to thousands of events).
     changelog = f"{app_id}-conversation-batches-changelog"
-    deadline = time.monotonic() + 60
-    applied = 0
-    while time.monotonic() < deadline:
-        applied = changelog_records(tansu.bootstrap, changelog)
-        if applied >= EVENTS // 10:
-            break
-        time.sleep(0.01)
+    applied = applied_per_changelog(
+        tansu.bootstrap, changelog, lambda n: n >= EVENTS // 10, timeout=60
+    )
     first.kill()
     assert EVENTS // 10 <= applied < EVENTS, f"killed after {applied} of {EVENTS}"
-    after_kill = changelog_records(tansu.bootstrap, changelog)
+    after_kill = applied_per_changelog(tansu.bootstrap, changelog, lambda n: False, timeout=3)
     assert after_kill < EVENTS, "the first worker applied everything before the kill"
+    # One record per conversation per applied batch, not one per message joining
+    # (before: at least one record per message applied).
+    written = changelog_records(tansu.bootstrap, changelog)
+    assert written < after_kill, (written, after_kill)
 
     second = workers("second", sets=(INACTIVITY,))
     second.wait_ready(timeout=60)
