@@ -85,12 +85,16 @@ class _Forwarder(Decider):
 
 def _decide(
     conn: Connection,
+    other_end: Connection,
     overrides: Mapping[str, Any],
     deliveries: bool,
     make_sink: Callable[[], Sink],
     prepare: Callable[[], None],
 ) -> None:
     """The deciding process: apply what arrives, in order; reply with the sink's result."""
+    # The fork copied the batching process's end of the pipe too: closed here, so that
+    # this process sees the end of input if the batching process stops without saying.
+    other_end.close()
     try:
         prepare()
         decider = Decider(overrides, deliveries=deliveries)
@@ -134,7 +138,7 @@ def run_split(
     ours, theirs = context.Pipe(duplex=True)
     process = context.Process(
         target=_decide,
-        args=(theirs, overrides, deliveries, make_sink, prepare),
+        args=(theirs, ours, overrides, deliveries, make_sink, prepare),
         name="chat-notifier-replay-decide",
         daemon=True,
     )

@@ -8,15 +8,22 @@ tabs, newlines, emoji) is checked by digest, so the fixture stays small.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 import processors
 from bench.replay import T0, generate
+from processors import replay_split
+from processors.core.settings import SettingsError
+from processors.replay import read_jsonl
 
 SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
 FIXTURES = Path(__file__).parent / "data" / "replay"
@@ -104,3 +111,25 @@ def test_an_output_that_fills_up_is_one_line_and_exit_6(tmp_path: Path, processe
         proc.stderr.splitlines()[-1]
         == "replay: cannot write --output /dev/full: No space left on device"
     )
+
+
+def test_a_failing_input_stops_the_deciding_process_too() -> None:
+    # The batching process's input fails midway (e.g. --from-kafka without a broker):
+    # the error comes out at once and the second process is gone, not waiting for input.
+    def records() -> Iterator[tuple[str, str | None, dict[str, Any] | None]]:
+        yield from read_jsonl(generate(200), [])
+        raise SettingsError("the input went away")
+
+    class Sink:
+        def add(self, outputs: Any) -> None:
+            pass
+
+        def finish(self) -> dict[str, Any]:
+            return {}
+
+    before = set(multiprocessing.active_children())
+    started = time.monotonic()
+    with pytest.raises(SettingsError, match="the input went away"):
+        replay_split.run_split(records(), {}, False, Sink, lambda: None)
+    assert time.monotonic() - started < 30
+    assert set(multiprocessing.active_children()) == before
