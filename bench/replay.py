@@ -188,11 +188,6 @@ def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     return elapsed, proc
 
 
-def best_of(runs: int, cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    results = [_timed(cmd) for _ in range(runs)]
-    return min(results, key=lambda r: r[0])
-
-
 def main() -> None:
     n = int(os.environ.get("BENCH_REPLAY_EVENTS", EVENTS))
     runs = int(os.environ.get("BENCH_REPLAY_RUNS", 3))
@@ -203,25 +198,33 @@ def main() -> None:
         bad_src, bad_out = Path(tmp, "bad.jsonl"), Path(tmp, "bad-out.jsonl")
         src.write_bytes(b"".join(lines))
         bad_src.write_bytes(b"".join(bad_lines))
-        replay_s, _ = best_of(runs, [*_cli(), "replay", "--input", str(src), "--output", str(out)])
-        one_s, _ = best_of(
-            runs,
-            [*_cli(), "replay", "--input", str(src), "--output", str(out), "--processes", "1"],
+        # The runs are interleaved (clean, malformed, one process, floor; again), each
+        # figure the best of its runs: a drift of the machine's speed during the bench
+        # then touches every figure alike instead of whichever ran last.
+        replay = [*_cli(), "replay", "--input", str(src), "--output", str(out)]
+        commands = {
+            "replay": replay,
+            "malformed": [*_cli(), "replay", "--input", str(bad_src), "--output", str(bad_out)],
+            "one": [*replay, "--processes", "1"],
+            "floor": [sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)],
+            "start": [sys.executable, "-c", "import orjson"],
+        }
+        timed: dict[str, list[tuple[float, subprocess.CompletedProcess[str]]]] = {
+            name: [] for name in commands
+        }
+        for _ in range(runs):
+            for name, cmd in commands.items():
+                timed[name].append(_timed(cmd))
+        replay_s, one_s, bad_s, start_s = (
+            min(t for t, _ in timed[name]) for name in ("replay", "one", "malformed", "start")
         )
+        proc = min(timed["malformed"], key=lambda r: r[0])[1]
         outputs = sum(1 for _ in out.open("rb"))
         # As the module says: the timed part the floor prints (its output records are
         # loaded before its clock starts), plus the start of an interpreter importing
         # orjson, measured on its own. Timing the whole floor process would count
         # loading replay's output (~2 s here) as I/O the replay must beat.
-        floor_runs = [
-            _timed([sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)])[1]
-            for _ in range(runs)
-        ]
-        start_s, _ = best_of(runs, [sys.executable, "-c", "import orjson"])
-        floor_s = min(float(p.stdout.strip().splitlines()[-1]) for p in floor_runs) + start_s
-        bad_s, proc = best_of(
-            runs, [*_cli(), "replay", "--input", str(bad_src), "--output", str(bad_out)]
-        )
+        floor_s = min(float(p.stdout.strip().splitlines()[-1]) for _, p in timed["floor"]) + start_s
         reported = proc.stderr.count("replay: skipped line ")
         summary = [r for r in proc.stderr.splitlines() if r.startswith("bad input lines")]
     print(
