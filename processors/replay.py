@@ -14,6 +14,10 @@ are reported with their line number and reason and skipped. Output holds the
 (``--deliveries`` adds the ``notify.<channel>`` records). A summary table goes to
 stderr at the end: flushes, decisions, records re-keyed, event times bounded, records
 out of time order, bad input lines.
+
+With two cores or more, the run takes two processes (:mod:`processors.replay_split`):
+reading, checking and batching here, deciding and writing in the second one, fed in
+input order; the output is the same bytes (``--processes 1`` keeps one).
 """
 
 from __future__ import annotations
@@ -192,8 +196,9 @@ def _parse_line(line_no: int, line: str | bytes, counts: DoorCounts | None = Non
         raise ReplayInputError(line_no, str(exc)) from None
 
 
-# The hot path: orjson parses (and checks UTF-8); only a line it refuses is parsed again
-# by the stdlib, whose message ("Expecting ',' delimiter at column 7") is the reason.
+# The step-by-step path (a line the fast path refused): orjson parses (and checks UTF-8);
+# a line it refuses too is parsed again by the stdlib, whose message ("Expecting ','
+# delimiter at column 7") is the reason.
 _loads = orjson.loads
 _from_json_value = codec.from_json_value
 
@@ -544,11 +549,9 @@ def _write(out: IO[bytes], batch: list[bytes], output: Path) -> None:
 
 
 class OutputWriter:
-    """Replay's output: the records written as JSON Lines in batches, and counted for
-    the summary. Lines are written in batches (one write per ~1000 records, not two per
-    record); each line is encoded on its own: a batch joined as text would be widened
-    to 4 bytes per character by one emoji, then encoded whole (measured: ~2x the cost
-    of the write)."""
+    """Replay's output: the records written as JSON Lines, one write per ~1000 lines
+    (each line already UTF-8 bytes, :func:`codec.json_line`), and counted for the
+    summary. In two-process runs it lives in the deciding process."""
 
     def __init__(self, out: IO[bytes], output: Path, deliveries: bool) -> None:
         self.out = out
