@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.core.ids import decision_id, delivery_id, flush_id
+from processors.core.ids import channel_decision_ids, decision_id, delivery_id, flush_id
+from processors.topics import CHANNELS
 
 
 def reference(parts: list[str | None], person: bytes) -> str:
@@ -54,3 +55,10 @@ def test_delivery_id_is_the_send_decision_id(args: tuple[str, str, str], expecte
     assert decision_id(*args) == expected
     if args[1] is not None:
         assert delivery_id(*args) == expected
+
+
+def test_channel_decision_ids_are_the_decision_ids_of_each_channel() -> None:
+    fid = flush_id("c:1", ["m1", "m2"])
+    for rid in ("u", "", "ü:x", "a" * 300):
+        want = [decision_id(fid, rid, channel) for channel in CHANNELS]
+        assert channel_decision_ids(fid, rid, CHANNELS) == want
