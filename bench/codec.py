@@ -3,8 +3,9 @@
 For MessageEvent and TypingEvent (the two hottest topics) and for Flush (the largest
 record the project writes), times encode and decode on the Avro single-object path and
 the JSON path, over a few thousand distinct realistic values so caches see real variety.
-Then ``decode_json_value``, replay's path for one value, on the events bench.replay
-generates (its wrapper lines' values as raw JSON bytes), in microseconds per record.
+Then ``decode_json_value`` (one value from its JSON bytes, as ``decode`` reads JSON) on
+the events bench.replay generates (its lines' values as raw JSON bytes), in microseconds
+per record.
 Run: ``python -m bench codec``.
 """
 

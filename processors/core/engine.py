@@ -204,23 +204,6 @@ class Engine:
         self.refused: list[tuple[str, str, str]] = []
         self._handlers = {MESSAGES: self._on_message, TYPING: self._on_typing}
 
-    # The decider's state, read by tests and tools.
-    @property
-    def presence(self) -> dict[str, UserPresence]:
-        return self.decider.presence
-
-    @property
-    def users(self) -> dict[str, dict[str, Any]]:
-        return self.decider.users
-
-    @property
-    def roles(self) -> dict[str, dict[str, Any]]:
-        return self.decider.roles
-
-    @property
-    def conversations(self) -> dict[str, dict[str, Any]]:
-        return self.decider.conversations
-
     # -- input ----------------------------------------------------------------------
 
     def feed(
@@ -258,9 +241,7 @@ class Engine:
         if handler is not None:
             handler(value)
         else:
-            self.decider.apply(topic, key, value)
-            if self.decider.cfg is not self.cfg:  # new settings
-                self._apply_cfg(self.decider.cfg)
+            self._apply_elsewhere(topic, key, value)
         if self._produced:
             if out is self._produced:
                 return self._take_produced()
@@ -271,7 +252,7 @@ class Engine:
         self, topic: str, key: str | None, value: Mapping[str, Any] | None
     ) -> None:
         self.decider.apply(topic, key, value)
-        if self.decider.cfg is not self.cfg:
+        if self.decider.cfg is not self.cfg:  # new settings: every deadline moves
             self._apply_cfg(self.decider.cfg)
 
     def _take_produced(self) -> list[Output]:
