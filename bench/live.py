@@ -592,6 +592,24 @@ def child_main(role: str, bootstrap: str, prefix: str, app_id: str, status_path:
 # -- orchestration -------------------------------------------------------------------------
 
 
+def fresh_app(bootstrap: str, letter: str, role: str) -> tuple[str, str]:
+    """A new topic prefix and app id, with the app's topics and changelogs created."""
+    from processors.live.agents import changelog_topics
+    from processors.live.broker import ensure_topics
+    from processors.settings import load_settings
+
+    prefix = f"{letter}{uuid.uuid4().hex[:6]}."
+    app_id = f"{prefix}{role}"
+    settings = load_settings(
+        kafka_broker_url=f"kafka://{bootstrap}",
+        topic_prefix=prefix,
+        conversation_partitions=PARTITIONS,
+        user_partitions=PARTITIONS,
+    )
+    asyncio.run(ensure_topics(settings, changelog_topics(app_id)))
+    return prefix, app_id
+
+
 def faust_rate(
     role: str,
     bootstrap: str,
@@ -601,19 +619,7 @@ def faust_rate(
     workers: int = 1,
     inactivity: float = INACTIVITY_S,
 ) -> float:
-    from processors.live.agents import changelog_topics
-    from processors.live.broker import ensure_topics
-    from processors.settings import load_settings
-
-    prefix = f"b{uuid.uuid4().hex[:6]}."
-    app_id = f"{prefix}{role}"
-    settings = load_settings(
-        kafka_broker_url=f"kafka://{bootstrap}",
-        topic_prefix=prefix,
-        conversation_partitions=PARTITIONS,
-        user_partitions=PARTITIONS,
-    )
-    asyncio.run(ensure_topics(settings, changelog_topics(app_id)))
+    prefix, app_id = fresh_app(bootstrap, "b", role)
     statuses = [workdir / f"{app_id}-{i}.json" for i in range(workers)]
     gate = gate_path(statuses[0])
     children = [spawn(role, bootstrap, prefix, app_id, s, inactivity, gate=gate) for s in statuses]

@@ -20,7 +20,6 @@ import asyncio
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from bench.live import (
     INACTIVITY_S,
     PARTITIONS,
     encode_all,
+    fresh_app,
     input_records,
     publish,
     read_status,
@@ -60,19 +60,7 @@ def measure(
     inactivity: float,
 ) -> tuple[float, float]:
     """(CPU seconds per 1,000 events summed over the workers, wall seconds)."""
-    from processors.live.agents import changelog_topics
-    from processors.live.broker import ensure_topics
-    from processors.settings import load_settings
-
-    prefix = f"s{uuid.uuid4().hex[:6]}."
-    app_id = f"{prefix}worker"
-    settings = load_settings(
-        kafka_broker_url=f"kafka://{bootstrap}",
-        topic_prefix=prefix,
-        conversation_partitions=PARTITIONS,
-        user_partitions=PARTITIONS,
-    )
-    asyncio.run(ensure_topics(settings, changelog_topics(app_id)))
+    prefix, app_id = fresh_app(bootstrap, "s", "worker")
     statuses = [workdir / f"{app_id}-{i}.json" for i in range(workers)]
     children = [spawn("worker", bootstrap, prefix, app_id, s, inactivity) for s in statuses]
     try:
