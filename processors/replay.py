@@ -586,9 +586,16 @@ class OutputWriter:
         self.flushes = 0
         self.batch: list[bytes] = []
 
-    def add(self, outputs: Iterable[Output]) -> None:
+    def add(self, outputs: Iterable[Output | bytes]) -> None:
+        """Write ``outputs``; a ``bytes`` one is a Flush's line, already made (by the
+        batching process, in two-process runs)."""
         batch, counts, line = self.batch, self.counts, codec.json_line
-        for topic, key, value in outputs:
+        for output in outputs:
+            if isinstance(output, bytes):
+                self.flushes += 1
+                batch.append(output)
+                continue
+            topic, key, value = output
             if topic == FLUSHES:
                 self.flushes += 1
             elif topic == DECISIONS:

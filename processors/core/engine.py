@@ -153,10 +153,14 @@ class Decider:
 
     def emit(self, flush: dict[str, Any], out: list[Output]) -> None:
         """The Flush, and the decisions and deliveries of its recipients."""
+        out.append((FLUSHES, flush["conversation_id"], flush))
+        self.decide_flush(flush, out)
+
+    def decide_flush(self, flush: Mapping[str, Any], out: list[Output]) -> None:
+        """The decisions and deliveries of the Flush's recipients (not the Flush)."""
         now = flush["closed_at"]
         cid = flush["conversation_id"]
         append = out.append
-        append((FLUSHES, cid, flush))
         candidates, skips = fan_out(flush, self.conversations.get(cid), now, self._names)
         for decision in skips:
             append((DECISIONS, cid, decision))
