@@ -421,11 +421,14 @@ def open_records(
     stack: contextlib.ExitStack,
     errors: list[ReplayInputError],
     door: DoorCounts,
+    *,
+    progress: bool = True,
 ) -> Iterator[Record]:
     """The admitted input records :func:`add_input_arguments` names, in input order.
 
     Bad lines are appended to ``errors``; a file that cannot be opened raises
     :class:`ReplayFileError` with its exit code. The file stays open on ``stack``.
+    ``progress=False``: no progress bar for a large file (a second reader of it).
     """
     if args.from_kafka:
         return read_kafka(args, errors, door)
@@ -437,8 +440,8 @@ def open_records(
         raise ReplayFileError(
             f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
         ) from None
-    progress = _Progress(args.input.stat().st_size, sys.stderr)
-    return read_jsonl(handle, errors, progress, door)
+    bar = _Progress(args.input.stat().st_size, sys.stderr) if progress else None
+    return read_jsonl(handle, errors, bar, door)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -204,3 +204,58 @@ def run_split(
     if reply[0] == "error":
         raise SplitError(reply[1], reply[2])
     return engine, reply[1]
+
+
+T = TypeVar("T")
+
+
+def in_second_process(
+    target: Callable[[], T], prepare: Callable[[], None] = lambda: None
+) -> Callable[[], T]:
+    """Start ``target()`` in a forked process now; the function returned waits for its
+    (picklable) result, raising :class:`SplitError` if it failed or stopped. ``whatif``
+    runs its candidate so, beside the baseline."""
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe(duplex=False)
+
+    def main() -> None:
+        ours.close()
+        try:
+            prepare()
+            theirs.send(("done", target()))
+        except KeyboardInterrupt:
+            pass
+        except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
+            code = getattr(exc, "code", None)
+            if isinstance(code, int):
+                theirs.send(("error", str(exc), code))
+            else:
+                theirs.send(("error", f"the second process failed: {type(exc).__name__}: {exc}", 1))
+        finally:
+            theirs.close()
+
+    process = context.Process(target=main, name="chat-notifier-second", daemon=True)
+    process.start()
+    theirs.close()
+
+    def wait() -> T:
+        try:
+            reply = ours.recv() if ours.poll(JOIN_TIMEOUT_S) else None
+        except (EOFError, ConnectionResetError):
+            reply = None
+        finally:
+            ours.close()
+            process.join(JOIN_TIMEOUT_S)
+            if process.is_alive():  # pragma: no cover - only if it hangs
+                process.kill()
+                process.join()
+        if reply is None:
+            raise SplitError(
+                f"the second process stopped unexpectedly (exit code {process.exitcode})", 1
+            )
+        if reply[0] == "error":
+            raise SplitError(reply[1], reply[2])
+        result: T = reply[1]
+        return result
+
+    return wait

@@ -219,6 +219,30 @@ def test_bad_lines_are_reported_skipped_and_counted(traffic: Path) -> None:
     assert whatif("--input", str(traffic), "--strict")[2] == 1
 
 
+@pytest.mark.parametrize(
+    "candidate", [("--set", "inactivity_seconds=30"), ("--role", "member:email=off")]
+)
+def test_two_processes_compare_exactly_as_one(tmp_path: Path, candidate: tuple[str, str]) -> None:
+    # The candidate in a second process, each process reading the file: the same
+    # comparison as both engines in step in one process, bad lines reported once.
+    from bench.replay import generate, malformed
+
+    source = tmp_path / "traffic.jsonl"
+    bad_lines, n_bad = malformed(generate(4_000), share=0.002)
+    source.write_bytes(b"".join(bad_lines))
+    results = []
+    for processes in ("1", "2"):
+        stdout, stderr, code = whatif(
+            "--input", str(source), "--json", "--processes", processes, *candidate
+        )
+        assert code == 0, stderr
+        assert stderr.count("whatif: skipped line ") == n_bad > 0
+        skipped = [r for r in stderr.split("\n") if r.startswith("whatif: skipped")]
+        results.append((json.loads(stdout), skipped))  # (not the progress bar's rates)
+    assert results[0] == results[1]
+    assert results[0][0]["notifications"]["baseline"] > 0
+
+
 def one_clear_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()
