@@ -11,7 +11,9 @@ Measured in one run, on the same file:
   records (read back from replay's output) with orjson, the fastest JSON library the
   project depends on; nothing else;
 * malformed: the same file with 1% of its event lines replaced by bad ones (bad JSON,
-  wrong types, unknown values, a missing ts, binary junk), replayed the same way.
+  wrong types, unknown values, a missing ts, binary junk), replayed the same way;
+* whatif: ``chat-notifier whatif`` on the same file (two engines: the recorded settings
+  and a longer inactivity period), by default and with ``--processes 1``, once each.
 """
 
 from __future__ import annotations
@@ -209,6 +211,13 @@ def main() -> None:
             "floor": [sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)],
             "start": [sys.executable, "-c", "import orjson"],
         }
+        # whatif runs two engines over the same input: timed once each (it is the
+        # slowest command here), beside the replays.
+        whatif = [*_cli(), "whatif", "--input", str(src), "--set", "inactivity_seconds=30"]
+        whatif_s = {
+            "default": _timed([*whatif, "--json"])[0],
+            "one": _timed([*whatif, "--json", "--processes", "1"])[0],
+        }
         timed: dict[str, list[tuple[float, subprocess.CompletedProcess[str]]]] = {
             name: [] for name in commands
         }
@@ -245,6 +254,12 @@ def main() -> None:
         f"default / one process: {replay_s / one_s:.2f}"
     )
     print(f"replay / floor: {replay_s / floor_s:.2f}")
+    print(
+        f"whatif (two configurations, CLI): {n / whatif_s['default']:,.0f} events/s "
+        f"({whatif_s['default']:.2f} s); --processes 1: {n / whatif_s['one']:,.0f} events/s "
+        f"({whatif_s['one']:.2f} s); default / one process: "
+        f"{whatif_s['default'] / whatif_s['one']:.2f}"
+    )
     print(
         f"1% malformed ({n_bad:,} bad lines, {reported} shown, {summary[0].split()[-1] if summary else '?'} "
         f"counted): {bad_s:.2f} s, malformed / clean: {bad_s / replay_s:.2f}"
