@@ -1,32 +1,29 @@
 """The wire codec: every record type in ``schemas/``, in and out of bytes (contract §3).
 
-Pure: no Faust or Kafka, no clock, no environment. fastavro parses the schemas (named types
-expanded per record), fingerprints them (CRC-64-AVRO), reads, writes and resolves old writer
-schemas. msgspec validates, once per record, with a ``Struct`` per record generated from its
-schema at import (``Literal`` for an enum-like, ``T | None`` for ``[null, T]``, defaults,
-int/long ranges); fastavro then writes without validating again (its ``validate`` costs
-10-40x more and knows no enum-likes). An Avro body fastavro read has its types right: only
-its enum-likes (and its field order, after resolution) go through msgspec.
+Pure (no Faust, Kafka, clock or environment). fastavro parses (named types expanded per
+record), fingerprints (CRC-64-AVRO), reads, writes and resolves old writer schemas. msgspec
+validates once per record, with a ``Struct`` per record generated from its schema (``Literal``
+for an enum-like, ``T | None`` for ``[null, T]``, defaults, int/long ranges); fastavro then
+writes without validating again (its ``validate`` costs 10-40x more, knows no enum-likes).
 
 Formats, told apart by their first bytes (:func:`decode`):
 
 * ``C3 01`` + 8-byte little-endian fingerprint + Avro body: single-object encoding, what
-  :func:`encode` writes; an old writer schema (``schemas/<Name>.v<N>.avsc``) is resolved.
-* ``00`` + 4-byte big-endian schema id + Avro body: Confluent, read through a
-  ``schema_lookup`` (:mod:`processors.registry`), written by :func:`encode_confluent`.
+  :func:`encode` writes; old writer schemas (``schemas/<Name>.v<N>.avsc``) are resolved.
+* ``00`` + 4-byte big-endian schema id + Avro body: Confluent (:func:`encode_confluent`),
+  read through a ``schema_lookup`` (:mod:`processors.registry`).
 * ``{`` after optional whitespace: JSON (contract §8) in the shape Avro decoding gives;
   unknown fields are ignored (``encode`` rejects them: a typo); ``bytes`` are strings of
   code points 0-255.
 
-Allowed values of the enum-like fields are ONE table, :data:`ALLOWED_VALUES`, built from the
-core's enums where it has one. The fields stay Avro ``string``s, not ``enum``s: an enum
-changes every fingerprint, and Avro cannot resolve an old ``string`` writer to an ``enum``
-reader; so adding a value is a code change, never a wire change.
+Enum-like fields stay Avro ``string``s, their allowed values ONE table (:data:`ALLOWED_VALUES`,
+from the core's enums where it has one): an Avro ``enum`` changes every fingerprint and
+cannot resolve an old ``string`` writer, so a new value is a code change, not a wire change.
 
-Every failure to decode raises :class:`DecodeError`, an invalid value given to :func:`encode`
-its subclass :class:`EncodeError`. The reason is msgspec's error kind and path walked through
-the schema and the value (field path, Avro type expected, JSON type found, allowed values),
-never a library's message text.
+Any failure to decode raises :class:`DecodeError`; an invalid value given to :func:`encode`,
+its subclass :class:`EncodeError`. The reason walks msgspec's error kind and path through the
+schema and the value (field path, Avro type expected, JSON type found, allowed values), never
+a library's message text.
 """
 
 from __future__ import annotations
@@ -185,15 +182,13 @@ def _standalone(schema: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]
 
 
 class _RecordCodec:
-    """Everything derived once from one record type's standalone schema: fastavro's parsed
-    schema and fingerprint, msgspec types of its Python form and its JSON form."""
+    """One record type, from its standalone schema: fastavro's parsed schema, msgspec types."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
         self.name, self.schema_json = name, standalone
         self.parsed = parse_schema(standalone)
         self.fingerprint = _fingerprint(standalone)
         self.header = _SINGLE_OBJECT_MARKER + self.fingerprint
-        self.old_writers: dict[bytes, Any] = {}  # fingerprint -> parsed old writer schema
         self.has_enum_like = False
         self.python_type = self.type_of(standalone, python=True)  # bytes; unknown fields refused
         self.json_type = self.type_of(standalone, python=False)
@@ -267,44 +262,16 @@ class _RecordCodec:
             out[name] = None if out[name] is None else out[name].encode("latin-1")
         return out
 
-    def reason(self, datum: Any, message: str, what: str, python: bool) -> str:
-        """msgspec's error (its kind and path; not its words) as our reason."""
+    def reason(self, value: Any, message: str, what: str, python: bool) -> str:
+        """msgspec's error (its kind and path; not its words) as our reason: the path walked
+        through the schema and ``value`` to the node (record, field) and value there."""
         message, _, at = message.partition(" - at `")
         segments: list[Any] = [
             name or (int(index) if index.isdigit() else index)
             for name, index in _PATH.findall(at.partition("` in `")[2] or at)
         ]
         quoted = re.search(r"field `(.*)`$", message)  # a missing or an unknown field
-        if quoted:
-            segments.append(quoted.group(1))
-        path, node, owner, field, value = self.locate(datum, segments, python)
-        head, where = (
-            f"{what} fails schema {self.name}: ",
-            f"field '{path}'" if segments else "value",
-        )
-        if quoted:
-            return (
-                f"{head}{where} missing"
-                if message.startswith("Object missing")
-                else f"{head}unknown {where}"
-            )
-        if message.startswith("Invalid enum value"):
-            allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
-            return f"unknown value {_truncate(repr(value), 60)} for {self.name}.{path} (allowed: {allowed})"
-        if at.startswith("key`"):
-            key = next(k for k in value if not isinstance(k, str))
-            return f"{head}{where} must be a map with string keys, got key {_kind_of(key)}"
-        if node in ("bytes", ["null", "bytes"]) and isinstance(value, str):
-            return f"{head}{where} has a code point above 255 (bytes in JSON are ISO-8859-1)"
-        if node in ("int", "long") and type(value) is int:
-            return f"{head}{where} is out of range for {'an int (32-bit)' if node == 'int' else 'a long (64-bit)'}"
-        return f"{head}{where} must be {_words(node)}, got {_kind_of(value)}"
-
-    def locate(
-        self, datum: Any, segments: list[Any], python: bool
-    ) -> tuple[str, Any, str, str, Any]:
-        """Walk msgspec's path through the schema and the value: (our path, the Avro node
-        there, the record declaring the field and the field, the value there)."""
+        segments += [quoted.group(1)] if quoted else []
         node: Any = self.schema_json
         path, owner, field = "", self.name, ""
         for seg in segments:
@@ -312,23 +279,36 @@ class _RecordCodec:
             if node["type"] == "record":
                 owner, field = node["name"].rpartition(".")[2], seg
                 node = next((f["type"] for f in node["fields"] if f["name"] == seg), None)
-                datum = datum.get(seg) if isinstance(datum, Mapping) else None
+                value = value.get(seg) if isinstance(value, Mapping) else None
                 path += f".{seg}" if path else seg
             elif node["type"] == "array":
-                node, datum, path = node["items"], datum[seg], f"{path}[{seg}]"
+                node, value, path = node["items"], value[seg], f"{path}[{seg}]"
             else:  # a map value: msgspec does not say which key; the first that fails
                 node, kind = node["values"], self.type_of(node["values"], python)
-                seg = next(k for k, v in datum.items() if not _fits(v, kind))
-                datum, path = datum[seg], f"{path}[{seg!r}]"
-        return path, node, owner, field, datum
+                seg = next(k for k, v in value.items() if not _fits(v, kind))
+                value, path = value[seg], f"{path}[{seg!r}]"
+        fails = f"{what} fails schema {self.name}: " + (f"field '{path}'" if segments else "value")
+        if quoted and message.startswith("Object missing"):
+            return f"{fails} missing"
+        if quoted:
+            return f"{what} fails schema {self.name}: unknown field '{path}'"
+        if message.startswith("Invalid enum value"):
+            allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
+            return f"unknown value {_truncate(repr(value), 60)} for {self.name}.{path} (allowed: {allowed})"
+        if at.startswith("key`"):
+            key = next(k for k in value if not isinstance(k, str))
+            return f"{fails} must be a map with string keys, got key {_kind_of(key)}"
+        if node in ("bytes", ["null", "bytes"]) and isinstance(value, str):
+            return f"{fails} has a code point above 255 (bytes in JSON are ISO-8859-1)"
+        if node in ("int", "long") and type(value) is int:
+            return f"{fails} is out of range for {'an int (32-bit)' if node == 'int' else 'a long (64-bit)'}"
+        return f"{fails} must be {_words(node)}, got {_kind_of(value)}"
 
 
 class Codec:
-    """All record types of one schema directory (the module functions use ``schemas/``).
-
-    ``schema_lookup`` maps a Confluent schema id to its writer schema (JSON text or a
-    dict); each id is looked up once, and a failure is that record's DecodeError.
-    """
+    """All record types of one schema directory (the module functions use ``schemas/``);
+    ``schema_lookup`` gives a Confluent schema id's writer schema (JSON text or a dict), once
+    per id, its failure that record's DecodeError."""
 
     def __init__(
         self,
@@ -368,7 +348,10 @@ class Codec:
         self._records = {
             name: _RecordCodec(name, _standalone(current[name], named)) for name in self.records
         }
-        self._by_fingerprint = {rec.fingerprint: name for name, rec in self._records.items()}
+        # fingerprint -> (record type, writer schema, reader schema if an old writer's)
+        self._writers: dict[bytes, tuple[str, Any, Any]] = {
+            rec.fingerprint: (name, rec.parsed, None) for name, rec in self._records.items()
+        }
         for name, filename, schema in old:
             if name not in self._records:
                 raise ValueError(f"old writer schema for {name} but no {name}.avsc")
@@ -382,8 +365,8 @@ class Codec:
                         f"{filename}: field {field['name']!r} of {name} is not in this old "
                         f"writer schema and has no default, so old records cannot be read"
                     )
-            fp = _fingerprint(standalone)
-            rec.old_writers[fp], self._by_fingerprint[fp] = parse_schema(standalone), name
+            old_writer = (name, parse_schema(standalone), rec.parsed)
+            self._writers.setdefault(_fingerprint(standalone), old_writer)
 
     def _record(self, record: str) -> _RecordCodec:
         try:
@@ -415,8 +398,7 @@ class Codec:
         return self._avro(rec.header, rec, rec.convert(value, True, "value"))
 
     def encode_confluent(self, record: str, value: Mapping[str, Any], schema_id: int) -> bytes:
-        """Confluent wire format of ``value`` under ``schema_id`` (a registry's id of
-        :meth:`schema`); EncodeError if invalid."""
+        """Confluent wire format of ``value`` under a registry's id of :meth:`schema`."""
         rec = self._record(record)
         if not 0 <= schema_id < 2**31:
             raise EncodeError(f"schema id {schema_id} is not a registry id (0..2^31-1)")
@@ -448,12 +430,10 @@ class Codec:
         return orjson.dumps(self.to_json_value(record, value))  # measured 1.3-1.7x msgspec's
 
     def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> bytes:
-        """One replay output line: the UTF-8 bytes (and newline) of ``json.dumps({"topic":
-        topic, "key": key, "value": value}, ensure_ascii=False)``, ``value``'s fields in the
-        schema's order. orjson writes it compact and msgspec's formatter adds json.dumps's
-        spaces (~1.6x msgspec's encoder doing both); what orjson cannot write (an int over 64
-        bits, a key that is no string) takes json.dumps. No schema has a float, which the two
-        would write differently."""
+        """One replay output line, ``json.dumps({"topic": topic, "key": key, "value": value},
+        ensure_ascii=False)`` + newline as UTF-8, fields in schema order: orjson then msgspec's
+        formatter (~1.6x msgspec alone; no schema has a float, which they write differently),
+        json.dumps for what orjson cannot write (an int over 64 bits, a key not a string)."""
         names = self._record(record).field_names
         if type(value) is dict and tuple(value) != names and value.keys() == set(names):
             value = {name: value[name] for name in names}  # in schema order, as the contract's
@@ -466,8 +446,7 @@ class Codec:
     # ---- decoding
 
     def from_json_value(self, record: str, value: Any) -> dict[str, Any]:
-        """Validate an already parsed JSON value and return it decoded (defaults filled,
-        bytes as ``bytes``, schema order); raises DecodeError."""
+        """An already parsed JSON value validated and decoded (defaults, ``bytes``, schema order)."""
         return self._record(record).convert(value, False, "JSON value")
 
     def json_type(self, record: str) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
@@ -528,14 +507,12 @@ class Codec:
             )
         fp = data[2:10]
         shown = f"0x{int.from_bytes(fp, 'little'):016x}"
-        if fp == rec.fingerprint:
-            return self._read_avro(rec, data, 10, rec.parsed, None, shown)
-        if fp in rec.old_writers:
-            return self._read_avro(rec, data, 10, rec.old_writers[fp], rec.parsed, shown)
-        if fp in self._by_fingerprint:
-            other = self._by_fingerprint[fp]
-            raise DecodeError(f"schema fingerprint {shown} is {other}, expected {rec.name}")
-        raise DecodeError(f"unknown schema fingerprint {shown} for {rec.name}")
+        if fp not in self._writers:
+            raise DecodeError(f"unknown schema fingerprint {shown} for {rec.name}")
+        name, writer, reader = self._writers[fp]
+        if name != rec.name:
+            raise DecodeError(f"schema fingerprint {shown} is {name}, expected {rec.name}")
+        return self._read_avro(rec, data, 10, writer, reader, shown)
 
     def _read_avro(
         self, rec: _RecordCodec, data: bytes, start: int, writer: Any, reader: Any, origin: str
@@ -580,9 +557,8 @@ class Codec:
                     f"for {rec.name}: {type(exc).__name__}: {_truncate(str(exc), 120)}"
                 ) from None
             self._confluent[schema_id] = writer
-        # Another record type's schema would fail resolution in fastavro's words; say
-        # which type it is, as for a foreign single-object fingerprint. Unqualified
-        # names, as Avro resolution compares them (another producer's namespace is fine).
+        # Name another record type's schema (fastavro would fail in its words); unqualified,
+        # as Avro resolution compares names (another producer's namespace is fine).
         name = writer.get("name") if isinstance(writer, dict) else None
         short = str(name).rpartition(".")[2] if name else None
         if short != rec.name:
@@ -636,10 +612,9 @@ def dead_letter(
     ts: int,
     size: int | None = None,
 ) -> dict[str, Any]:
-    """A DeadLetter record (schemas/DeadLetter.avsc): the original bytes unchanged, the
-    reason, where they came from; EncodeError for a ``stage`` not allowed or a value of the
-    wrong type. A value or key over its limit is left out (``by_reference``, ``size`` the
-    original's) and the error is cut to its limit, so a dead letter always fits."""
+    """A DeadLetter record: the original bytes, the reason, where they came from (EncodeError
+    if invalid); a value or key over its limit is left out (``by_reference``, ``size``) and
+    the error cut to its limit, so a dead letter always fits."""
     raw = value if value is not None else b""
     by_reference = len(raw) > DEAD_LETTER_MAX_VALUE_BYTES or (
         key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES
