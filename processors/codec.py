@@ -2,9 +2,9 @@
 
 Pure (no Faust, Kafka, clock or environment). fastavro parses (named types expanded per
 record), fingerprints (CRC-64-AVRO), reads, writes and resolves old writer schemas. msgspec
-validates once per record, with a ``Struct`` per record generated from its schema (``Literal``
-for an enum-like, ``T | None`` for ``[null, T]``, defaults, int/long ranges); fastavro then
-writes without validating again (its ``validate`` costs 10-40x more, knows no enum-likes).
+validates, once per record, against ``Struct``s generated from the schemas
+(:mod:`processors.codec_types`); fastavro then writes without validating again (its
+``validate`` costs 10-40x more and knows no enum-likes).
 
 Formats, told apart by their first bytes (:func:`decode`):
 
@@ -21,9 +21,8 @@ from the core's enums where it has one): an Avro ``enum`` changes every fingerpr
 cannot resolve an old ``string`` writer, so a new value is a code change, not a wire change.
 
 Any failure to decode raises :class:`DecodeError`; an invalid value given to :func:`encode`,
-its subclass :class:`EncodeError`. The reason walks msgspec's error kind and path through the
-schema and the value (field path, Avro type expected, JSON type found, allowed values), never
-a library's message text.
+its subclass :class:`EncodeError`; the reason says what failed in the schema's terms (field
+path, Avro type expected, JSON type found, allowed values), never in a library's words.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, cast
+from typing import Any, Final, cast
 
 import msgspec
 import orjson
@@ -44,6 +43,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from msgspec.structs import asdict
 
+from processors.codec_types import RecordTypes, truncate, words
 from processors.core.decisions import Reason
 from processors.core.presence import Presence
 from processors.reply.parse import REASONS as INBOUND_REASONS
@@ -119,55 +119,7 @@ ALLOWED_VALUES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
 _SINGLE_OBJECT_MARKER: Final = b"\xc3\x01"
 _OLD_SCHEMA_FILE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\.v[0-9]+")
 _BAD_JSON: Final = (msgspec.MsgspecError, ValueError, RecursionError)  # ValueError: UTF-8
-_INT: Final = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-_LONG: Final = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_LATIN1: Final = Annotated[str, msgspec.Meta(pattern="^[\x00-\xff]*$")]
-#: Avro primitive -> (msgspec type, its name in reasons).
-_PRIMITIVES: Final[dict[str, tuple[Any, str]]] = {
-    "null": (None, "null"),
-    "boolean": (bool, "a boolean"),
-    "int": (_INT, "an int (32-bit integer)"),
-    "long": (_LONG, "a long (integer)"),
-    "float": (float, "a number"),
-    "double": (float, "a number"),
-    "bytes": (bytes, "bytes"),
-    "string": (str, "a string"),
-}
-_KINDS: Final = tuple(  # Python type -> its JSON name, for reasons (never the value)
-    zip(
-        (type(None), bool, int, float, str, bytes | bytearray | memoryview, list | tuple, Mapping),
-        "null boolean integer number string bytes array object".split(),  # noqa: SIM905
-        strict=True,
-    )
-)
 _format_json: Final = msgspec.json.format
-_PATH: Final = re.compile(r"\.([^.\[`]+)|\[(\d+|\.\.\.)\]")  # msgspec's $.a[1].b, [...] a map
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _kind_of(value: Any) -> str:
-    return next((kind for types, kind in _KINDS if isinstance(value, types)), type(value).__name__)
-
-
-def _words(node: Any) -> str:
-    if isinstance(node, list):
-        return " or ".join(map(_words, node))
-    if isinstance(node, str):
-        return _PRIMITIVES[node][1]
-    if node["type"] == "record":
-        return f"an object ({node['name'].rpartition('.')[2]} record)"
-    return {"array": "an array", "map": "an object (map)"}.get(node["type"], f"a {node['type']}")
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    try:
-        msgspec.convert(value, kind)
-    except msgspec.ValidationError:
-        return False
-    return True
 
 
 def _fingerprint(standalone: dict[str, Any]) -> bytes:
@@ -181,58 +133,23 @@ def _standalone(schema: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]
     return cast("dict[str, Any]", expanded)
 
 
-class _RecordCodec:
-    """One record type, from its standalone schema: fastavro's parsed schema, msgspec types."""
+class _RecordCodec(RecordTypes):
+    """One record type: its msgspec types and fastavro's parsed schema and fingerprint."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
-        self.name, self.schema_json = name, standalone
+        super().__init__(name, standalone, ALLOWED_VALUES)
         self.parsed = parse_schema(standalone)
         self.fingerprint = _fingerprint(standalone)
         self.header = _SINGLE_OBJECT_MARKER + self.fingerprint
-        self.has_enum_like = False
-        self.python_type = self.type_of(standalone, python=True)  # bytes; unknown fields refused
-        self.json_type = self.type_of(standalone, python=False)
         self.decoder = msgspec.json.Decoder(self.json_type)
         fields = standalone["fields"]
         self.bytes_fields = {  # name -> its type in reasons
-            f["name"]: _words(f["type"])
-            for f in fields
-            if f["type"] in ("bytes", ["null", "bytes"])
+            f["name"]: words(f["type"]) for f in fields if f["type"] in ("bytes", ["null", "bytes"])
         }
         if json.dumps(standalone).count('"bytes"') != len(self.bytes_fields):
             raise ValueError(f"{name}: bytes are supported as top-level fields only")
         self.field_names = tuple(f["name"] for f in fields)
         self.flat = '"record"' not in json.dumps(fields)  # no nested Struct: asdict will do
-
-    def type_of(self, node: Any, python: bool, allowed: tuple[str, ...] | None = None) -> Any:
-        """The msgspec type of an Avro schema node (each record's Struct made here)."""
-        if isinstance(node, list):
-            if len(node) != 2 or node[0] != "null":
-                raise ValueError(f"{self.name}: unsupported union {node!r} (only [null, T])")
-            return self.type_of(node[1], python, allowed) | None
-        if allowed is not None:
-            if node != "string":
-                raise ValueError(f"{self.name}: enum-like field of type {node!r}")
-            self.has_enum_like = True
-            return Literal[allowed]
-        if isinstance(node, str):  # a primitive: named types are expanded
-            return _LATIN1 if node == "bytes" and not python else _PRIMITIVES[node][0]
-        if node["type"] in ("array", "map"):
-            inner = self.type_of(node.get("items", node.get("values")), python)
-            return list[inner] if node["type"] == "array" else dict[str, inner]  # type: ignore[valid-type]
-        if node["type"] != "record":
-            raise ValueError(f"{self.name}: unsupported Avro type {node['type']!r}")
-        short = node["name"].rpartition(".")[2]
-        fields: list[tuple[str, Any, Any]] = []
-        for field in node["fields"]:
-            default = field.get("default", msgspec.NODEFAULT)
-            if python and "bytes" in field["type"] and isinstance(default, str):
-                default = default.encode("latin-1")
-            if isinstance(default, list | dict) and default:  # msgspec copies only empty ones
-                default = msgspec.field(default_factory=functools.partial(copy.deepcopy, default))
-            allowed = ALLOWED_VALUES.get((short, field["name"]))
-            fields.append((field["name"], self.type_of(field["type"], python, allowed), default))
-        return msgspec.defstruct(short, fields, kw_only=True, forbid_unknown_fields=python)
 
     def convert(self, value: Any, python: bool, what: str) -> dict[str, Any]:
         """``value`` validated and normalised: the one validation of a record."""
@@ -261,48 +178,6 @@ class _RecordCodec:
         for name in () if python else self.bytes_fields:
             out[name] = None if out[name] is None else out[name].encode("latin-1")
         return out
-
-    def reason(self, value: Any, message: str, what: str, python: bool) -> str:
-        """msgspec's error (its kind and path; not its words) as our reason: the path walked
-        through the schema and ``value`` to the node (record, field) and value there."""
-        message, _, at = message.partition(" - at `")
-        segments: list[Any] = [
-            name or (int(index) if index.isdigit() else index)
-            for name, index in _PATH.findall(at.partition("` in `")[2] or at)
-        ]
-        quoted = re.search(r"field `(.*)`$", message)  # a missing or an unknown field
-        segments += [quoted.group(1)] if quoted else []
-        node: Any = self.schema_json
-        path, owner, field = "", self.name, ""
-        for seg in segments:
-            node = node[1] if isinstance(node, list) else node
-            if node["type"] == "record":
-                owner, field = node["name"].rpartition(".")[2], seg
-                node = next((f["type"] for f in node["fields"] if f["name"] == seg), None)
-                value = value.get(seg) if isinstance(value, Mapping) else None
-                path += f".{seg}" if path else seg
-            elif node["type"] == "array":
-                node, value, path = node["items"], value[seg], f"{path}[{seg}]"
-            else:  # a map value: msgspec does not say which key; the first that fails
-                node, kind = node["values"], self.type_of(node["values"], python)
-                seg = next(k for k, v in value.items() if not _fits(v, kind))
-                value, path = value[seg], f"{path}[{seg!r}]"
-        fails = f"{what} fails schema {self.name}: " + (f"field '{path}'" if segments else "value")
-        if quoted and message.startswith("Object missing"):
-            return f"{fails} missing"
-        if quoted:
-            return f"{what} fails schema {self.name}: unknown field '{path}'"
-        if message.startswith("Invalid enum value"):
-            allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
-            return f"unknown value {_truncate(repr(value), 60)} for {self.name}.{path} (allowed: {allowed})"
-        if at.startswith("key`"):
-            key = next(k for k in value if not isinstance(k, str))
-            return f"{fails} must be a map with string keys, got key {_kind_of(key)}"
-        if node in ("bytes", ["null", "bytes"]) and isinstance(value, str):
-            return f"{fails} has a code point above 255 (bytes in JSON are ISO-8859-1)"
-        if node in ("int", "long") and type(value) is int:
-            return f"{fails} is out of range for {'an int (32-bit)' if node == 'int' else 'a long (64-bit)'}"
-        return f"{fails} must be {_words(node)}, got {_kind_of(value)}"
 
 
 class Codec:
@@ -472,7 +347,7 @@ class Codec:
             value = parse(raw)
         except _BAD_JSON as exc:
             words = "depth limit exceeded" if isinstance(exc, RecursionError) else str(exc)
-            words = _truncate(words.removeprefix("JSON is malformed: "), 120)
+            words = truncate(words.removeprefix("JSON is malformed: "), 120)
             raise DecodeError(f"{rec.name}: invalid JSON: {words}") from None
         return rec.convert(value, False, "JSON value")
 
@@ -524,7 +399,7 @@ class Codec:
         except Exception as exc:  # any failure inside fastavro means "not this schema"
             raise DecodeError(
                 f"Avro body does not match {rec.name} ({origin}): {type(exc).__name__}: "
-                f"{_truncate(str(exc), 120)}"
+                f"{truncate(str(exc), 120)}"
             ) from None
         if left := len(data) - body.tell():
             raise DecodeError(f"{left} trailing bytes after the Avro {rec.name} body ({origin})")
@@ -554,7 +429,7 @@ class Codec:
             except Exception as exc:  # unreachable registry, unknown id, not a schema
                 raise DecodeError(
                     f"Confluent wire format (schema id {schema_id}): no usable writer schema "
-                    f"for {rec.name}: {type(exc).__name__}: {_truncate(str(exc), 120)}"
+                    f"for {rec.name}: {type(exc).__name__}: {truncate(str(exc), 120)}"
                 ) from None
             self._confluent[schema_id] = writer
         # Name another record type's schema (fastavro would fail in its words); unqualified,
@@ -625,7 +500,7 @@ def dead_letter(
         "offset": offset,
         "key": None if by_reference else key,
         "value": b"" if by_reference else raw,
-        "error": _truncate(error, DEAD_LETTER_MAX_ERROR_CHARS),
+        "error": truncate(error, DEAD_LETTER_MAX_ERROR_CHARS),
         "stage": stage,
         "ts": ts,
         "size": size if value is None else len(raw),
