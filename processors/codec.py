@@ -154,12 +154,12 @@ class _RecordCodec(RecordTypes):
     def convert(self, value: Any, python: bool, what: str) -> dict[str, Any]:
         """``value`` validated and normalised: the one validation of a record."""
         error = EncodeError if what == "value" else DecodeError
-        for name in self.bytes_fields if python and isinstance(value, Mapping) else ():
-            if isinstance(value.get(name), str):  # msgspec would take it as base64
-                kind = self.bytes_fields[name]
-                raise error(
-                    f"{what} fails schema {self.name}: field '{name}' must be {kind}, got string"
-                )
+        if python and self.bytes_fields and isinstance(value, Mapping):
+            for name, kind in self.bytes_fields.items():
+                if isinstance(value.get(name), str):  # msgspec would take it as base64
+                    raise error(
+                        f"{what} fails schema {self.name}: field '{name}' must be {kind}, got string"
+                    )
         try:
             obj = msgspec.convert(value, self.python_type if python else self.json_type)
         except msgspec.ValidationError as exc:
