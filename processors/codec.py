@@ -1,42 +1,28 @@
 """The wire codec: every record type in ``schemas/``, in and out of bytes (contract §3).
 
-Pure: no Faust or Kafka imports, no clock, no environment. The libraries do the work.
-fastavro resolves the named types (``parse_schema`` with ``named_schemas``, ``expand=True``
-for each record's standalone schema), fingerprints (CRC-64-AVRO of the canonical form),
-reads, writes, and resolves old writer schemas. msgspec validates, once per record: from
-each parsed schema, a ``Struct`` per record is generated at import (``Literal`` for an
-enum-like field, ``T | None`` for ``[null, T]``, Avro's defaults, int/long ranges); it
-fills defaults and normalises (plain ``dict``/``list``/``str``, schema order), and
-fastavro then writes without validating again. msgspec's error, its kind and its path
-(``$.messages[1].type``), becomes our reason by walking that path through the schema and
-the value (field path, Avro type expected, JSON type found, allowed values), never a
-library's message text. Not fastavro's ``validate``: 10-40x msgspec's cost on our records,
-its errors carry the value and no array index, and it knows no enum-likes. An Avro body
-fastavro read has its types right; only its enum-likes (and its field order, after
-resolution) go through msgspec.
+Pure (no Faust, Kafka, clock or environment). fastavro parses (named types expanded per
+record), fingerprints (CRC-64-AVRO), reads, writes and resolves old writer schemas. msgspec
+validates, once per record, against ``Struct``s generated from the schemas
+(:mod:`processors.codec_types`); fastavro then writes without validating again (its
+``validate`` costs 10-40x more and knows no enum-likes).
 
 Formats, told apart by their first bytes (:func:`decode`):
 
 * ``C3 01`` + 8-byte little-endian fingerprint + Avro body: single-object encoding, what
-  :func:`encode` writes; an old writer schema (``schemas/<Name>.v<N>.avsc``) is resolved.
-* ``00`` + 4-byte big-endian schema id: the Confluent wire format, read through a
-  ``schema_lookup`` (:mod:`processors.registry`; each writer schema cached), whose failure
-  is the record's :class:`DecodeError`; :func:`encode_confluent` writes it.
-* ``{`` after optional whitespace: JSON (contract §8) in exactly the shape Avro decoding
-  gives. Unknown fields are ignored (a newer producer may add one; ``encode`` rejects them:
-  a typo); ``bytes`` (only ``DeadLetter.key``/``value``) are strings of code points 0-255.
+  :func:`encode` writes; old writer schemas (``schemas/<Name>.v<N>.avsc``) are resolved.
+* ``00`` + 4-byte big-endian schema id + Avro body: Confluent (:func:`encode_confluent`),
+  read through a ``schema_lookup`` (:mod:`processors.registry`).
+* ``{`` after optional whitespace: JSON (contract §8) in the shape Avro decoding gives;
+  unknown fields are ignored (``encode`` rejects them: a typo); ``bytes`` are strings of
+  code points 0-255.
 
-Allowed values. Enum-like fields are Avro ``string``s, and the values allowed are ONE
-table, :data:`ALLOWED_VALUES`, built from the core's own enums where the core has one
-(``Reason``, ``Presence``, ``topics.CHANNELS``, ``reply.parse.REASONS``); the rest are
-written once, here. Not Avro ``enum``s with a default symbol: that changes every
-fingerprint, and Avro cannot resolve an old ``string`` writer to an ``enum`` reader, so
-every record written so far (and avro-python3 producers) would need a migration; with
-strings, adding a value is a code change and no wire change.
+Enum-like fields stay Avro ``string``s, their allowed values ONE table (:data:`ALLOWED_VALUES`,
+from the core's enums where it has one): an Avro ``enum`` changes every fingerprint and
+cannot resolve an old ``string`` writer, so a new value is a code change, not a wire change.
 
-Every failure to decode raises :class:`DecodeError`, and invalid values given to
-:func:`encode` raise :class:`EncodeError`, a subclass. :func:`json_line` writes replay's
-output lines, ``json.dumps(..., ensure_ascii=False)``'s bytes, through msgspec.
+Any failure to decode raises :class:`DecodeError`; an invalid value given to :func:`encode`,
+its subclass :class:`EncodeError`; the reason says what failed in the schema's terms (field
+path, Avro type expected, JSON type found, allowed values), never in a library's words.
 """
 
 from __future__ import annotations
@@ -48,7 +34,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, cast
 
 import msgspec
 import orjson
@@ -57,6 +43,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 from msgspec.structs import asdict
 
+from processors.codec_types import RecordTypes, truncate, words
 from processors.core.decisions import Reason
 from processors.core.presence import Presence
 from processors.reply.parse import REASONS as INBOUND_REASONS
@@ -130,127 +117,46 @@ ALLOWED_VALUES: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
 }
 
 _SINGLE_OBJECT_MARKER: Final = b"\xc3\x01"
-_HEADER_LEN: Final = 10  # marker + 8-byte fingerprint
-_CONFLUENT_HEADER_LEN: Final = 5  # magic 0x00 + 4-byte schema id
-_UTF8_BOM: Final = b"\xef\xbb\xbf"
-_OLD_SCHEMA_FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[0-9]+)$")
+_OLD_SCHEMA_FILE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\.v[0-9]+")
 _BAD_JSON: Final = (msgspec.MsgspecError, ValueError, RecursionError)  # ValueError: UTF-8
-_INT: Final = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
-_LONG: Final = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_LATIN1: Final = Annotated[str, msgspec.Meta(pattern="^[\x00-\xff]*$")]
-#: Avro primitive -> (msgspec type, its name in reasons).
-_PRIMITIVES: Final[dict[str, tuple[Any, str]]] = {
-    "null": (None, "null"),
-    "boolean": (bool, "a boolean"),
-    "int": (_INT, "an int (32-bit integer)"),
-    "long": (_LONG, "a long (integer)"),
-    "float": (float, "a number"),
-    "double": (float, "a number"),
-    "bytes": (bytes, "bytes"),
-    "string": (str, "a string"),
-}
-_KINDS: Final = tuple(  # Python type -> its JSON name, for reasons (never the value)
-    zip(
-        (bool, int, float, str, bytes | bytearray | memoryview, list | tuple, Mapping),
-        "boolean integer number string bytes array object".split(),  # noqa: SIM905
-        strict=True,
-    )
-)
 _format_json: Final = msgspec.json.format
-_PATH: Final = re.compile(r"\.([^.\[`]+)|\[(\d+|\.\.\.)\]")  # msgspec's $.a[1].b, [...] a map
 
 
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _fingerprint(standalone: dict[str, Any]) -> bytes:
+    # fastavro gives CRC-64-AVRO as hex of its little-endian bytes: the wire order.
+    canonical = to_parsing_canonical_form(standalone)
+    return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    return next((kind for types, kind in _KINDS if isinstance(value, types)), type(value).__name__)
+def _standalone(schema: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
+    expanded = parse_schema(schema, named_schemas=dict(named), expand=True, _write_hint=False)
+    return cast("dict[str, Any]", expanded)
 
 
-def _words(node: Any) -> str:
-    if isinstance(node, list):
-        return " or ".join(map(_words, node))
-    name = node if isinstance(node, str) else node["name"] if node["type"] == "record" else ""
-    if name:
-        short = name.rpartition(".")[2]
-        return _PRIMITIVES[name][1] if name in _PRIMITIVES else f"an object ({short} record)"
-    return {"array": "an array", "map": "an object (map)"}.get(node["type"], f"a {node['type']}")
-
-
-class _RecordCodec:
-    """Everything derived once from one record type's standalone schema: fastavro's parsed
-    schema and fingerprint, msgspec types of its Python form and its JSON form."""
+class _RecordCodec(RecordTypes):
+    """One record type: its msgspec types and fastavro's parsed schema and fingerprint."""
 
     def __init__(self, name: str, standalone: dict[str, Any]) -> None:
-        self.name, self.schema_json = name, standalone
+        super().__init__(name, standalone, ALLOWED_VALUES)
         self.parsed = parse_schema(standalone)
-        self.fingerprint = _fingerprint_bytes(to_parsing_canonical_form(standalone))
+        self.fingerprint = _fingerprint(standalone)
         self.header = _SINGLE_OBJECT_MARKER + self.fingerprint
-        self.old_writers: dict[bytes, Any] = {}  # fingerprint -> parsed old writer schema
-        self.named: dict[str, Any] = {}  # full name -> record node
-        self.has_enum_like = False
-        self.python_type = self.type_of(standalone, python=True)  # bytes; unknown fields refused
-        self.json_type = self.type_of(standalone, python=False)
         self.decoder = msgspec.json.Decoder(self.json_type)
         fields = standalone["fields"]
-        self.bytes_fields = tuple(
-            f["name"] for f in fields if f["type"] in ("bytes", ["null", "bytes"])
-        )
+        self.bytes_fields = {  # name -> its type in reasons
+            f["name"]: words(f["type"]) for f in fields if f["type"] in ("bytes", ["null", "bytes"])
+        }
         if json.dumps(standalone).count('"bytes"') != len(self.bytes_fields):
             raise ValueError(f"{name}: bytes are supported as top-level fields only")
         self.field_names = tuple(f["name"] for f in fields)
         self.flat = '"record"' not in json.dumps(fields)  # no nested Struct: asdict will do
 
-    def type_of(self, node: Any, python: bool, allowed: tuple[str, ...] | None = None) -> Any:
-        """The msgspec type of an Avro schema node (each record's Struct made here)."""
-        if isinstance(node, list):
-            if len(node) != 2 or node[0] != "null":
-                raise ValueError(f"{self.name}: unsupported union {node!r} (only [null, T])")
-            return self.type_of(node[1], python, allowed) | None
-        if allowed is not None:
-            if node != "string":
-                raise ValueError(f"{self.name}: enum-like field of type {node!r}")
-            self.has_enum_like = True
-            return Literal[allowed]
-        if isinstance(node, str):
-            if node == "bytes" and not python:
-                return _LATIN1  # the JSON form: a string of code points 0-255
-            if node in _PRIMITIVES:
-                return _PRIMITIVES[node][0]
-            return self.type_of(self.named[node], python)
-        if node["type"] in ("array", "map"):
-            inner = self.type_of(node.get("items", node.get("values")), python)
-            return list[inner] if node["type"] == "array" else dict[str, inner]  # type: ignore[valid-type]
-        if node["type"] != "record":
-            raise ValueError(f"{self.name}: unsupported Avro type {node['type']!r}")
-        self.named[node["name"]] = node
-        short = node["name"].rpartition(".")[2]
-        fields: list[tuple[Any, ...]] = []
-        for field in node["fields"]:
-            ftype = self.type_of(field["type"], python, ALLOWED_VALUES.get((short, field["name"])))
-            if "default" not in field:
-                fields.append((field["name"], ftype))
-                continue
-            default = field["default"]
-            if python and "bytes" in field["type"] and default is not None:
-                default = default.encode("latin-1")
-            if isinstance(default, list | dict) and default:  # msgspec copies only empty ones
-                default = msgspec.field(default_factory=functools.partial(copy.deepcopy, default))
-            fields.append((field["name"], ftype, default))
-        return msgspec.defstruct(short, fields, kw_only=True, forbid_unknown_fields=python)
-
     def convert(self, value: Any, python: bool, what: str) -> dict[str, Any]:
         """``value`` validated and normalised: the one validation of a record."""
         error = EncodeError if what == "value" else DecodeError
         if python and self.bytes_fields and isinstance(value, Mapping):
-            for name in self.bytes_fields:  # msgspec would take a str as base64
-                if isinstance(value.get(name), str):
-                    kind = _words(
-                        next(f["type"] for f in self.schema_json["fields"] if f["name"] == name)
-                    )
+            for name, kind in self.bytes_fields.items():
+                if isinstance(value.get(name), str):  # msgspec would take it as base64
                     raise error(
                         f"{what} fails schema {self.name}: field '{name}' must be {kind}, got string"
                     )
@@ -273,87 +179,11 @@ class _RecordCodec:
             out[name] = None if out[name] is None else out[name].encode("latin-1")
         return out
 
-    def reason(self, datum: Any, message: str, what: str, python: bool) -> str:
-        """msgspec's error (its kind and path; not its words) as our reason."""
-        message, _, at = message.partition(" - at `")
-        segments: list[Any] = []
-        for name, index in _PATH.findall(at.partition("` in `")[2] or at):
-            segments.append(name or (int(index) if index != "..." else index))
-        quoted = re.search(r"field `(.*)`$", message)  # a missing or an unknown field
-        if quoted:
-            segments.append(quoted.group(1))
-        path, node, owner, field, value = self.locate(datum, segments, python)
-        where = f"field '{path}'" if segments else "value"
-        fails = f"{what} fails schema {self.name}: {where}"
-        if quoted and message.startswith("Object missing"):
-            return f"{fails} missing"
-        if quoted:
-            return f"{what} fails schema {self.name}: unknown {where}"
-        if message.startswith("Invalid enum value"):
-            allowed = ", ".join(ALLOWED_VALUES[(owner, field)])
-            return f"unknown value {_truncate(repr(value), 60)} for {self.name}.{path} (allowed: {allowed})"
-        if at.startswith("key`"):
-            key = next(k for k in value if not isinstance(k, str))
-            return f"{fails} must be a map with string keys, got key {_kind_of(key)}"
-        if node in ("bytes", ["null", "bytes"]) and isinstance(value, str):
-            return f"{fails} has a code point above 255 (bytes in JSON are ISO-8859-1)"
-        if node in ("int", "long") and type(value) is int:
-            return f"{fails} is out of range for {'an int (32-bit)' if node == 'int' else 'a long (64-bit)'}"
-        return f"{fails} must be {_words(node)}, got {_kind_of(value)}"
-
-    def locate(
-        self, datum: Any, segments: list[Any], python: bool
-    ) -> tuple[str, Any, str, str, Any]:
-        """Walk msgspec's path through the schema and the value: (our path, the Avro node
-        there, the record declaring the field and the field, the value there)."""
-        node: Any = self.schema_json
-        path, owner, field = "", self.name, ""
-        for seg in segments:
-            node = node[1] if isinstance(node, list) else node
-            node = self.named[node] if isinstance(node, str) else node
-            if node["type"] == "record":
-                owner, field = node["name"].rpartition(".")[2], seg
-                node = next((f["type"] for f in node["fields"] if f["name"] == seg), None)
-                datum = datum.get(seg) if isinstance(datum, Mapping) else None
-                path += f".{seg}" if path else seg
-            elif node["type"] == "array":
-                node, datum, path = node["items"], datum[seg], f"{path}[{seg}]"
-            else:  # a map value: msgspec does not say which key; the first that fails
-                node, kind = node["values"], self.type_of(node["values"], python)
-                seg = next(k for k, v in datum.items() if not _fits(v, kind))
-                datum, path = datum[seg], f"{path}[{seg!r}]"
-        return path, node, owner, field, datum
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    try:
-        msgspec.convert(value, kind)
-    except msgspec.ValidationError:
-        return False
-    return True
-
-
-def _fingerprint_bytes(canonical: str) -> bytes:
-    # fastavro gives CRC-64-AVRO as hex of its little-endian bytes: the wire order.
-    return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
-
-
-def _fingerprint_hex(fp: bytes) -> str:
-    return f"0x{int.from_bytes(fp, 'little'):016x}"
-
-
-def _standalone(schema: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
-    expanded = parse_schema(schema, named_schemas=dict(named), expand=True, _write_hint=False)
-    assert isinstance(expanded, dict)
-    return expanded
-
 
 class Codec:
-    """All record types of one schema directory (the module functions use ``schemas/``).
-
-    ``schema_lookup`` maps a Confluent schema id to its writer schema (JSON text or a
-    dict); each id is looked up once, and a failure is that record's DecodeError.
-    """
+    """All record types of one schema directory (the module functions use ``schemas/``);
+    ``schema_lookup`` gives a Confluent schema id's writer schema (JSON text or a dict), once
+    per id, its failure that record's DecodeError."""
 
     def __init__(
         self,
@@ -370,8 +200,8 @@ class Codec:
         old: list[tuple[str, str, dict[str, Any]]] = []
         for path in sorted(self.schema_dir.glob("*.avsc")):
             schema = json.loads(path.read_text(encoding="utf-8"))
-            match = _OLD_SCHEMA_FILE.match(path.stem)
-            name = match.group("name") if match else path.stem
+            match = _OLD_SCHEMA_FILE.fullmatch(path.stem)
+            name = match[1] if match else path.stem
             if schema.get("name") != name:
                 raise ValueError(f"{path}: schema name {schema.get('name')!r} is not {name!r}")
             if match:
@@ -393,16 +223,16 @@ class Codec:
         self._records = {
             name: _RecordCodec(name, _standalone(current[name], named)) for name in self.records
         }
-        self._by_fingerprint = {rec.fingerprint: name for name, rec in self._records.items()}
+        # fingerprint -> (record type, writer schema, reader schema if an old writer's)
+        self._writers: dict[bytes, tuple[str, Any, Any]] = {
+            rec.fingerprint: (name, rec.parsed, None) for name, rec in self._records.items()
+        }
         for name, filename, schema in old:
             if name not in self._records:
                 raise ValueError(f"old writer schema for {name} but no {name}.avsc")
             rec = self._records[name]
             own = rec.schema_json["name"]
             standalone = _standalone(schema, {k: v for k, v in named.items() if k != own})
-            fp = _fingerprint_bytes(to_parsing_canonical_form(standalone))
-            if fp == rec.fingerprint:
-                continue
             written = {f["name"] for f in standalone["fields"]}
             for field in rec.schema_json["fields"]:  # evolution: old records get the default
                 if field["name"] not in written and "default" not in field:
@@ -410,7 +240,8 @@ class Codec:
                         f"{filename}: field {field['name']!r} of {name} is not in this old "
                         f"writer schema and has no default, so old records cannot be read"
                     )
-            rec.old_writers[fp], self._by_fingerprint[fp] = parse_schema(standalone), name
+            old_writer = (name, parse_schema(standalone), rec.parsed)
+            self._writers.setdefault(_fingerprint(standalone), old_writer)
 
     def _record(self, record: str) -> _RecordCodec:
         try:
@@ -442,20 +273,17 @@ class Codec:
         return self._avro(rec.header, rec, rec.convert(value, True, "value"))
 
     def encode_confluent(self, record: str, value: Mapping[str, Any], schema_id: int) -> bytes:
-        """Confluent wire format of ``value``: ``00``, the 4-byte big-endian ``schema_id``
-        (a registry's id of :meth:`schema`), the Avro body; EncodeError if invalid."""
+        """Confluent wire format of ``value`` under a registry's id of :meth:`schema`."""
         rec = self._record(record)
         if not 0 <= schema_id < 2**31:
             raise EncodeError(f"schema id {schema_id} is not a registry id (0..2^31-1)")
-        return self._avro(
-            b"\x00" + schema_id.to_bytes(4, "big"), rec, rec.convert(value, True, "value")
-        )
+        head = b"\x00" + schema_id.to_bytes(4, "big")
+        return self._avro(head, rec, rec.convert(value, True, "value"))
 
     def encode_built(self, record: str, value: Mapping[str, Any]) -> bytes:
-        """:meth:`encode` for a record this package built itself (the worker's outputs):
-        fastavro writes it directly (checking each value's type as it writes), the same
-        bytes without the validation; what fastavro refuses takes :meth:`encode` and its
-        EncodeError. Records with bytes fields always take :meth:`encode`."""
+        """:meth:`encode` for a record this package built itself (the worker's outputs): the
+        same bytes, fastavro's type checks only; what it refuses (and every record with bytes
+        fields) takes :meth:`encode`, and its EncodeError."""
         rec = self._record(record)
         if not rec.bytes_fields:
             try:
@@ -468,10 +296,8 @@ class Codec:
         """Validated JSON form of ``value`` (all fields, defaults filled); raises EncodeError."""
         rec = self._record(record)
         datum = rec.convert(value, True, "value")
-        if rec.bytes_fields:  # top-level only (checked at load)
-            datum = {
-                k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in datum.items()
-            }
+        for name in rec.bytes_fields:  # top-level only (checked at load)
+            datum[name] = None if datum[name] is None else datum[name].decode("latin-1")
         return datum
 
     def encode_json(self, record: str, value: Mapping[str, Any]) -> bytes:
@@ -479,15 +305,10 @@ class Codec:
         return orjson.dumps(self.to_json_value(record, value))  # measured 1.3-1.7x msgspec's
 
     def json_line(self, record: str, topic: str, key: str | None, value: dict[str, Any]) -> bytes:
-        """One replay output line (UTF-8, with its newline): what ``json.dumps({"topic":
-        topic, "key": key, "value": value}, ensure_ascii=False)`` gives, ``value``'s
-        fields in the schema's order, for values of the schema's types (what the core
-        makes). orjson writes compact JSON, escaped as json.dumps does without
-        ``ensure_ascii``, and msgspec's formatter (``indent=0``) adds json.dumps's
-        spaces: ~1.6x faster than msgspec's encoder doing both, ~2x the writer compiled
-        from the schema before it. What orjson cannot write (an int over 64 bits, a key
-        that is not a string) takes json.dumps. (No schema has a float, which the two
-        would write differently.)"""
+        """One replay output line, ``json.dumps({"topic": topic, "key": key, "value": value},
+        ensure_ascii=False)`` + newline as UTF-8, fields in schema order: orjson then msgspec's
+        formatter (~1.6x msgspec alone; no schema has a float, which they write differently),
+        json.dumps for what orjson cannot write (an int over 64 bits, a key not a string)."""
         names = self._record(record).field_names
         if type(value) is dict and tuple(value) != names and value.keys() == set(names):
             value = {name: value[name] for name in names}  # in schema order, as the contract's
@@ -500,15 +321,13 @@ class Codec:
     # ---- decoding
 
     def from_json_value(self, record: str, value: Any) -> dict[str, Any]:
-        """Validate an already parsed JSON value and return it decoded (defaults filled,
-        bytes as ``bytes``, schema order); raises DecodeError."""
+        """An already parsed JSON value validated and decoded (defaults, ``bytes``, schema order)."""
         return self._record(record).convert(value, False, "JSON value")
 
     def json_type(self, record: str) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
-        """The msgspec type that reads ``record``'s JSON form (validating it, defaults
-        filled), and the function that turns what it read into the plain dict
-        :meth:`decode_json_value` returns: for readers that embed a record in a larger
-        type, as replay does with its input lines (one decode per line)."""
+        """The msgspec type that reads (and validates) ``record``'s JSON form, and the function
+        that turns what it read into :meth:`decode_json_value`'s dict: for readers that embed
+        a record in a larger type, as replay does with its input lines."""
         rec = self._record(record)
         if rec.flat and not rec.bytes_fields:
             return rec.json_type, asdict
@@ -528,7 +347,7 @@ class Codec:
             value = parse(raw)
         except _BAD_JSON as exc:
             words = "depth limit exceeded" if isinstance(exc, RecursionError) else str(exc)
-            words = _truncate(words.removeprefix("JSON is malformed: "), 120)
+            words = truncate(words.removeprefix("JSON is malformed: "), 120)
             raise DecodeError(f"{rec.name}: invalid JSON: {words}") from None
         return rec.convert(value, False, "JSON value")
 
@@ -548,7 +367,7 @@ class Codec:
             raise DecodeError(f"empty value for {record}")
         if data[0] == 0x00:
             return self._decode_confluent(rec, data)
-        text = data.removeprefix(_UTF8_BOM).lstrip(b" \t\r\n")
+        text = data.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")  # a UTF-8 BOM, whitespace
         if text[:1] == b"{":
             return self._json(rec, text, msgspec.json.decode)
         head = " ".join(f"0x{b:02X}" for b in data[:2])
@@ -557,21 +376,18 @@ class Codec:
         )
 
     def _decode_single_object(self, rec: _RecordCodec, data: bytes) -> dict[str, Any]:
-        if len(data) < _HEADER_LEN:
+        if len(data) < 10:
             raise DecodeError(
                 f"{rec.name}: Avro single-object header truncated ({len(data)} of 10 bytes)"
             )
-        fp = data[2:_HEADER_LEN]
-        if fp == rec.fingerprint or fp in rec.old_writers:
-            writer = rec.old_writers.get(fp, rec.parsed)
-            reader = None if fp == rec.fingerprint else rec.parsed
-            return self._read_avro(rec, data, _HEADER_LEN, writer, reader, _fingerprint_hex(fp))
-        other = self._by_fingerprint.get(fp)
-        if other is not None:
-            raise DecodeError(
-                f"schema fingerprint {_fingerprint_hex(fp)} is {other}, expected {rec.name}"
-            )
-        raise DecodeError(f"unknown schema fingerprint {_fingerprint_hex(fp)} for {rec.name}")
+        fp = data[2:10]
+        shown = f"0x{int.from_bytes(fp, 'little'):016x}"
+        if fp not in self._writers:
+            raise DecodeError(f"unknown schema fingerprint {shown} for {rec.name}")
+        name, writer, reader = self._writers[fp]
+        if name != rec.name:
+            raise DecodeError(f"schema fingerprint {shown} is {name}, expected {rec.name}")
+        return self._read_avro(rec, data, 10, writer, reader, shown)
 
     def _read_avro(
         self, rec: _RecordCodec, data: bytes, start: int, writer: Any, reader: Any, origin: str
@@ -579,28 +395,25 @@ class Codec:
         body = io.BytesIO(data)
         body.seek(start)
         try:
-            value: Any = schemaless_reader(body, writer, reader)
+            value: dict[str, Any] = schemaless_reader(body, writer, reader)  # type: ignore[assignment]
         except Exception as exc:  # any failure inside fastavro means "not this schema"
             raise DecodeError(
                 f"Avro body does not match {rec.name} ({origin}): {type(exc).__name__}: "
-                f"{_truncate(str(exc), 120)}"
+                f"{truncate(str(exc), 120)}"
             ) from None
         if left := len(data) - body.tell():
             raise DecodeError(f"{left} trailing bytes after the Avro {rec.name} body ({origin})")
-        if not isinstance(value, dict):
-            raise DecodeError(f"Avro body of {rec.name} is not a record ({origin})")
         if reader is None and not rec.has_enum_like:
-            return value
-        # Types are right; the enum-likes (and, after resolution, the current field order)
-        # are msgspec's.
+            return value  # a record schema read: its types are right
+        # The enum-likes (and, after resolution, the current field order) are msgspec's.
         return rec.convert(value, True, "Avro value")
 
     def _decode_confluent(self, rec: _RecordCodec, data: bytes) -> dict[str, Any]:
-        if len(data) < _CONFLUENT_HEADER_LEN:
+        if len(data) < 5:
             raise DecodeError(
                 f"{rec.name}: Confluent wire format header truncated ({len(data)} of 5 bytes)"
             )
-        schema_id = int.from_bytes(data[1:_CONFLUENT_HEADER_LEN], "big")
+        schema_id = int.from_bytes(data[1:5], "big")
         if self.schema_lookup is None:
             why = " but no schema registry is configured"
             if self.schema_registry_url is not None:
@@ -616,19 +429,18 @@ class Codec:
             except Exception as exc:  # unreachable registry, unknown id, not a schema
                 raise DecodeError(
                     f"Confluent wire format (schema id {schema_id}): no usable writer schema "
-                    f"for {rec.name}: {type(exc).__name__}: {_truncate(str(exc), 120)}"
+                    f"for {rec.name}: {type(exc).__name__}: {truncate(str(exc), 120)}"
                 ) from None
             self._confluent[schema_id] = writer
-        # Another record type's schema would fail resolution in fastavro's words; say
-        # which type it is, as for a foreign single-object fingerprint. Unqualified
-        # names, as Avro resolution compares them (another producer's namespace is fine).
+        # Name another record type's schema (fastavro would fail in its words); unqualified,
+        # as Avro resolution compares names (another producer's namespace is fine).
         name = writer.get("name") if isinstance(writer, dict) else None
         short = str(name).rpartition(".")[2] if name else None
         if short != rec.name:
             shown = short or f"a {writer if isinstance(writer, str) else 'non-record'} schema"
             raise DecodeError(f"schema id {schema_id} is {shown}, expected {rec.name}")
         origin = f"Confluent schema id {schema_id}"
-        return self._read_avro(rec, data, _CONFLUENT_HEADER_LEN, writer, rec.parsed, origin)
+        return self._read_avro(rec, data, 5, writer, rec.parsed, origin)
 
 
 # --------------------------------------------------------------------------- module API
@@ -656,9 +468,8 @@ def use_schema_registry(url: str, lookup: Callable[[int], str | Mapping[str, Any
     _DEFAULT._confluent.clear()
 
 
-# A DeadLetter must itself fit in one record (a default producer takes 1 MB): a value
-# larger than this, or a key larger than DEAD_LETTER_MAX_KEY_BYTES, is not copied; the
-# record then points at the original (topic, partition, offset) with its size.
+# A DeadLetter must itself fit in one record (a default producer takes 1 MB): a value or a
+# key over its limit is not copied; the record then points at the original with its size.
 DEAD_LETTER_MAX_VALUE_BYTES: Final = 512 * 1024
 DEAD_LETTER_MAX_KEY_BYTES: Final = 4 * 1024
 DEAD_LETTER_MAX_ERROR_CHARS: Final = 1_000
@@ -676,11 +487,9 @@ def dead_letter(
     ts: int,
     size: int | None = None,
 ) -> dict[str, Any]:
-    """A DeadLetter record (schemas/DeadLetter.avsc): the original bytes unchanged, the
-    reason, and where they came from; EncodeError for a ``stage`` not in ALLOWED_VALUES or
-    a value of the wrong type. A value or key over its limit above is left out
-    (``by_reference``; ``size`` tells the original's), and the error is cut to
-    ``DEAD_LETTER_MAX_ERROR_CHARS``, so a dead letter always fits where it is written."""
+    """A DeadLetter record: the original bytes, the reason, where they came from (EncodeError
+    if invalid); a value or key over its limit is left out (``by_reference``, ``size``) and
+    the error cut to its limit, so a dead letter always fits."""
     raw = value if value is not None else b""
     by_reference = len(raw) > DEAD_LETTER_MAX_VALUE_BYTES or (
         key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES
@@ -691,7 +500,7 @@ def dead_letter(
         "offset": offset,
         "key": None if by_reference else key,
         "value": b"" if by_reference else raw,
-        "error": _truncate(error, DEAD_LETTER_MAX_ERROR_CHARS),
+        "error": truncate(error, DEAD_LETTER_MAX_ERROR_CHARS),
         "stage": stage,
         "ts": ts,
         "size": size if value is None else len(raw),

@@ -702,6 +702,18 @@ def test_encode_rejects_invalid_values(record: str, value: Any, reason: str) -> 
         assert isinstance(info.value, DecodeError)  # one except clause covers both
 
 
+def test_encode_names_a_map_key_that_is_not_a_string() -> None:
+    for key, kind in ((1, "integer"), (None, "null")):
+        with pytest.raises(EncodeError) as info:
+            codec.encode(
+                "Candidate", {**SAMPLES["Candidate"], "sender_names": {"a": "x", key: "y"}}
+            )
+        assert str(info.value) == (
+            "value fails schema Candidate: field 'sender_names' must be a map with string keys, "
+            f"got key {kind}"
+        )
+
+
 def test_encode_fills_defaults_and_accepts_str_enums() -> None:
     partial = {k: v for k, v in MESSAGE.items() if k not in ("mentions", "origin", "sender_id")}
     assert codec.decode("MessageEvent", codec.encode("MessageEvent", partial)) == {
