@@ -230,6 +230,7 @@ class _Progress:
         self.stream = stream
         self.enabled = total_bytes >= PROGRESS_MIN_BYTES
         self.started = self.last = time.monotonic()
+        self.open_line = False  # a bar is drawn on the current line of the stream
 
     def update(self, done_bytes: int, lines: int) -> None:
         if not self.enabled:
@@ -246,11 +247,19 @@ class _Progress:
         rate = lines / max(now - self.started, 1e-9)
         self.stream.write(f"\rreplay [{bar:<30}] {share:6.1%} {lines:,} lines {rate:,.0f}/s")
         self.stream.flush()
+        self.open_line = True
 
     def close(self, done_bytes: int, lines: int) -> None:
         if self.enabled:
             self._draw(done_bytes, lines, time.monotonic())
+            self.end_line()
+
+    def end_line(self) -> None:
+        """End the bar's line, if one is drawn (a run that stops midway says why on
+        a line of its own)."""
+        if self.open_line:
             self.stream.write("\n")
+            self.open_line = False
 
 
 def read_jsonl(
@@ -385,17 +394,20 @@ def read_kafka(
         progress.total = total
         progress.update(done, done)
 
-    for record in read_topic_records(
-        settings, names, start, end, on_error=on_error, progress=on_progress
-    ):
-        if record.value is None:  # a tombstone
-            yield record.topic, record.key, None
-            continue
-        try:
-            yield admitted(record.topic, record.key, record.value, record.timestamp, counts)
-        except ValueError as exc:
-            on_error(record.topic, record.partition, record.offset, str(exc))
-    progress.close(progress.total, progress.total)
+    try:
+        for record in read_topic_records(
+            settings, names, start, end, on_error=on_error, progress=on_progress
+        ):
+            if record.value is None:  # a tombstone
+                yield record.topic, record.key, None
+                continue
+            try:
+                yield admitted(record.topic, record.key, record.value, record.timestamp, counts)
+            except ValueError as exc:
+                on_error(record.topic, record.partition, record.offset, str(exc))
+        progress.close(progress.total, progress.total)
+    finally:  # the broker went away midway: its error on a line of its own
+        progress.end_line()
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
@@ -441,6 +453,8 @@ def open_records(
             f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
         ) from None
     bar = _Progress(args.input.stat().st_size, sys.stderr) if progress else None
+    if bar is not None:
+        stack.callback(bar.end_line)
     return read_jsonl(handle, errors, bar, door)
 
 
