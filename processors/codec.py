@@ -67,6 +67,7 @@ __all__ = [
     "fingerprint",
     "from_json_value",
     "json_line",
+    "line_writer",
     "schema",
     "to_json_value",
     "use_schema_registry",
@@ -196,6 +197,9 @@ class Codec:
         self.schema_registry_url = schema_registry_url
         self.schema_lookup = schema_lookup
         self._confluent: dict[int, Any] = {}
+        self._line_writers: dict[
+            tuple[str, str], Callable[[str | None, dict[str, Any]], bytes]
+        ] = {}
         current: dict[str, dict[str, Any]] = {}
         old: list[tuple[str, str, dict[str, Any]]] = []
         for path in sorted(self.schema_dir.glob("*.avsc")):
@@ -309,14 +313,28 @@ class Codec:
         ensure_ascii=False)`` + newline as UTF-8, fields in schema order: orjson then msgspec's
         formatter (~1.6x msgspec alone; no schema has a float, which they write differently),
         json.dumps for what orjson cannot write (an int over 64 bits, a key not a string)."""
+        return self.line_writer(record, topic)(key, value)
+
+    def line_writer(self, record: str, topic: str) -> Callable[[str | None, dict[str, Any]], bytes]:
+        """:meth:`json_line` for one record type on one topic, as a function of (key, value):
+        for writers of many lines (replay's output), which then look nothing up per line."""
+        writer = self._line_writers.get((record, topic))
+        if writer is not None:
+            return writer
         names = self._record(record).field_names
-        if type(value) is dict and tuple(value) != names and value.keys() == set(names):
-            value = {name: value[name] for name in names}  # in schema order, as the contract's
-        item = {"topic": topic, "key": key, "value": value}
-        try:
-            return _format_json(orjson.dumps(item), indent=0) + b"\n"
-        except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
-            return (json.dumps(item, ensure_ascii=False) + "\n").encode()
+        fields, dumps, format_json = set(names), orjson.dumps, _format_json
+
+        def line(key: str | None, value: dict[str, Any]) -> bytes:
+            if type(value) is dict and tuple(value) != names and value.keys() == fields:
+                value = {name: value[name] for name in names}  # schema order, as the contract's
+            item = {"topic": topic, "key": key, "value": value}
+            try:
+                return format_json(dumps(item), indent=0) + b"\n"
+            except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
+                return (json.dumps(item, ensure_ascii=False) + "\n").encode()
+
+        self._line_writers[(record, topic)] = line
+        return line
 
     # ---- decoding
 
@@ -457,6 +475,7 @@ encode_json = _DEFAULT.encode_json
 to_json_value = _DEFAULT.to_json_value
 from_json_value = _DEFAULT.from_json_value
 json_line = _DEFAULT.json_line
+line_writer = _DEFAULT.line_writer
 fingerprint = _DEFAULT.fingerprint
 schema = _DEFAULT.schema
 

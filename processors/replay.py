@@ -602,24 +602,27 @@ class OutputWriter:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.flushes = 0
         self.batch: list[bytes] = []
+        self.lines = {
+            topic: codec.line_writer(record, topic) for topic, record in _OUTPUT_RECORDS.items()
+        }
 
     def add(self, outputs: Iterable[Output | bytes]) -> None:
         """Write ``outputs``; a ``bytes`` one is a Flush's line, already made (by the
         batching process, in two-process runs)."""
-        batch, counts, line = self.batch, self.counts, codec.json_line
+        batch, counts, lines = self.batch, self.counts, self.lines
         for output in outputs:
             if isinstance(output, bytes):
                 self.flushes += 1
                 batch.append(output)
                 continue
             topic, key, value = output
-            if topic == FLUSHES:
-                self.flushes += 1
-            elif topic == DECISIONS:
+            if topic == DECISIONS:
                 counts[(value["outcome"], value["reason"] or "", value["channel"] or "")] += 1
+            elif topic == FLUSHES:
+                self.flushes += 1
             elif not self.deliveries:
                 continue
-            batch.append(line(_OUTPUT_RECORDS[topic], topic, key, value))
+            batch.append(lines[topic](key, value))
             if len(batch) >= WRITE_BATCH:
                 _write(self.out, batch, self.output)
 
