@@ -46,7 +46,7 @@ from msgspec.structs import asdict
 from processors.codec_types import RecordTypes, truncate, words
 from processors.core.decisions import Reason
 from processors.core.presence import Presence
-from processors.reply.parse import REASONS as INBOUND_REASONS
+from processors.reply.reasons import REASONS as INBOUND_REASONS
 from processors.topics import CHANNELS
 
 __all__ = [

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from processors import diagnosis
-from processors.reply.parse import ACCEPTED, AUDIT_WHY
+from processors.reply.parse import AUDIT_WHY
+from processors.reply.reasons import ACCEPTED
 from processors.topics import DECISIONS, INBOUND_AUDIT, OUTCOMES
 
 # The words for each reason live with the checklist (``diagnose``): one place for both.

@@ -60,6 +60,7 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Any, Final
 
+from processors.reply.reasons import ACCEPTED
 from processors.senders.tokens import (
     LOCAL_PART_PREFIX,
     ExpiredTokenError,
@@ -69,26 +70,7 @@ from processors.senders.tokens import (
     verify_reply_token,
 )
 
-ACCEPTED: Final = "ACCEPTED"
-#: Every audit reason, in check order (schemas/README.md, README "Reply by email").
-REASONS: Final[tuple[str, ...]] = (
-    ACCEPTED,
-    "TOO_LARGE",
-    "MALFORMED",
-    "DUPLICATE",
-    "OWN_MAIL",
-    "BOUNCE",
-    "AUTO_REPLY",
-    "NO_TOKEN",
-    "FORGED_TOKEN",
-    "EXPIRED_TOKEN",
-    "FROM_MISMATCH",
-    "UNKNOWN_CONVERSATION",
-    "WRONG_CONVERSATION",
-    "NOT_PARTICIPANT",
-    "READ_ONLY",
-    "NO_TEXT",
-)
+# The audit reasons live in reasons.py (the codec needs them without this module's imports).
 
 #: Each audit reason in words, for ``chat-notifier explain`` (the README's table says the
 #: same; tests/reply/test_decision.py keeps the two in step).
