@@ -1029,7 +1029,7 @@ def test_allowed_values_are_the_core_enums() -> None:
     # One source of truth: the codec's table is built from the core's own values.
     from processors.core.decisions import Reason
     from processors.core.presence import Presence
-    from processors.reply.parse import REASONS
+    from processors.reply.reasons import REASONS
     from processors.topics import CHANNELS
 
     assert codec.ALLOWED_VALUES[("Decision", "reason")] == tuple(Reason)

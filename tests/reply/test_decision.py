@@ -9,11 +9,11 @@ import pytest
 
 from processors.reply.parse import (
     MAX_MAIL_BYTES,
-    REASONS,
     decide_reply,
     mail_id,
     reply_message_id,
 )
+from processors.reply.reasons import REASONS
 from processors.senders.render import thread_root_id
 from processors.senders.tokens import conversation_ref
 from tests.reply.mails import (
