@@ -187,7 +187,10 @@ class ConversationBatch:
         """
         if not self._joins(message) or self._fits(self._size(message)):
             return None
-        ts = int(message["ts"])
+        return self._full_flush(int(message["ts"]))
+
+    def _full_flush(self, ts: int) -> dict[str, Any]:
+        """The ``max_size`` Flush closing before a message at ``ts`` joins."""
         effective = ts if ts > self.last_close else self.last_close
         closed_at = effective if effective > self.last_message_at else self.last_message_at
         return self._flush_record(closed_at, "max_size")
@@ -221,10 +224,37 @@ class ConversationBatch:
                 f"conversation {self.conversation_id}: the batch is full; "
                 "close flush_before(message) first"
             )
-        message_id = message["message_id"]
+        self._add(message, size, cfg)
+        return True
+
+    def add_message_now(
+        self, message: Mapping[str, Any], cfg: CoreSettings
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """:meth:`flush_before`, :meth:`commit_close` and :meth:`add_message` in one step,
+        for callers with nothing to write in between (``replay``).
+
+        Returns the ``max_size`` Flush it committed (or None) and whether ``message``
+        joined. Raises :class:`MessageTooLarge`, changing nothing, for a message no batch
+        can hold. (One step: the message is checked and sized once, not twice.)
+        """
+        if not self._joins(message):
+            return None, False
+        size = message_size(message)
+        full = None
+        if not self._fits(size):
+            full = self._full_flush(int(message["ts"]))
+            self.commit_close(full, cfg)
+            if not self._joins(message):  # as add_message would check again
+                return full, False
+        self._add(message, size, cfg)
+        return full, True
+
+    def _add(self, message: Mapping[str, Any], size: int, cfg: CoreSettings) -> None:
+        """Join ``message`` (checked: it joins and fits) of :func:`message_size` ``size``."""
         ts = int(message["ts"])
         effective = ts if ts > self.last_close else self.last_close
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             self._abandon_stale_opening(effective, cfg)
             if self.opened_at is None or self.opened_at > effective:
                 self.opened_at = effective
@@ -242,16 +272,15 @@ class ConversationBatch:
                 self.typing[sender] = (ts, False)
         # Kept as given: callers pass freshly decoded records they do not reuse.
         record = message if isinstance(message, dict) else dict(message)
-        text = record.get("text") or ""
-        if len(text) > MAX_TEXT_CHARS:
+        text = record.get("text")
+        if text is not None and len(text) > MAX_TEXT_CHARS:
             record = {**record, "text": truncated_text(text)}
-        if self.pending and ts < self.pending[-1]["ts"]:
-            insort(self.pending, record, key=_ts_key)
+        if pending and ts < pending[-1]["ts"]:
+            insort(pending, record, key=_ts_key)
         else:
-            self.pending.append(record)
-        self.pending_ids.add(message_id)
+            pending.append(record)
+        self.pending_ids.add(message["message_id"])
         self.pending_bytes += size
-        return True
 
     def apply_typing(self, event: Mapping[str, Any], cfg: CoreSettings) -> bool:
         """Apply a TypingEvent; True if the state changed."""
