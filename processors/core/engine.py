@@ -201,12 +201,9 @@ class Engine:
         self.batches: dict[str, ConversationBatch] = {}
         # conversation_id -> when its batch closes (one entry per open batch)
         self._deadlines: DeadlineScheduler[str] = DeadlineScheduler()
-        # Outputs a handler itself produced (a batch closed by size before a message).
-        self._produced: list[Output] = []
         # (conversation_id, message_id, reason) of messages no batch could hold; the live
         # worker dead-letters them.
         self.refused: list[tuple[str, str, str]] = []
-        self._handlers = {MESSAGES: self._on_message, TYPING: self._on_typing}
 
     # -- input ----------------------------------------------------------------------
 
@@ -220,13 +217,12 @@ class Engine:
         ``key`` (later decisions say UNKNOWN_USER / UNKNOWN_CONVERSATION); it carries
         no time.
         """
-        handler = self._handlers.get(topic)
         if value is None:
-            if handler is not None:
+            if topic in (MESSAGES, TYPING):
                 raise EngineError(f"a tombstone (null value) on {topic} deletes nothing")
             self._apply_elsewhere(topic, key, None)
             return NO_OUTPUT
-        if handler is None and topic not in DECIDER_TOPICS:
+        if topic not in INPUT_TOPICS:
             raise EngineError(f"not an input topic: {topic!r}")
         ts = value["ts"]
         if ts > self.clock:
@@ -236,20 +232,38 @@ class Engine:
         # The event's own time decides what fires, not the running maximum: a deadline
         # already behind the maximum (a late conversation's batch) still fires before
         # an event of that time or later is applied.
+        out: list[Output] | None = None  # most events produce nothing: no list for them
         next_deadline = self._deadlines.next_deadline()
         if next_deadline is not None and next_deadline <= ts:
-            out: list[Output] = []
+            out = []
             self._fire_due(ts, out)
-        else:
-            out = self._produced
-        if handler is not None:
-            handler(value)
+        # Messages and typing (two thirds of the input) are applied here rather than in
+        # a method each: the call layers per event cost about a tenth of batching.
+        if topic == MESSAGES:
+            conversation_id = value["conversation_id"]
+            batch = self.batches.get(conversation_id)
+            if batch is None:
+                batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+            try:
+                full, joined = batch.add_message_now(value, self.cfg)
+            except MessageTooLarge as exc:
+                self.refused.append((conversation_id, value["message_id"], str(exc)))
+                return out or NO_OUTPUT
+            if full is not None:
+                if out is None:
+                    out = []
+                self.decider.emit(full, out)
+            if joined:
+                self._deadlines.schedule(conversation_id, batch.deadline(self.cfg))
+        elif topic == TYPING:
+            conversation_id = value["conversation_id"]
+            batch = self.batches.get(conversation_id)
+            if batch is None:
+                batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
+            if batch.apply_typing(value, self.cfg) and batch.pending:
+                self._deadlines.schedule(conversation_id, batch.deadline(self.cfg))
         else:
             self._apply_elsewhere(topic, key, value)
-        if self._produced:
-            if out is self._produced:
-                return self._take_produced()
-            out += self._take_produced()
         return out or NO_OUTPUT
 
     def _apply_elsewhere(
@@ -258,10 +272,6 @@ class Engine:
         self.decider.apply(topic, key, value)
         if self.decider.cfg is not self.cfg:  # new settings: every deadline moves
             self._apply_cfg(self.decider.cfg)
-
-    def _take_produced(self) -> list[Output]:
-        out, self._produced = self._produced, []
-        return out
 
     def feed_all(
         self, records: Iterable[tuple[str, str | None, Mapping[str, Any] | None]]
@@ -276,32 +286,6 @@ class Engine:
         self._fire_due(None, out)
         return out
 
-    # -- handlers -------------------------------------------------------------------
-
-    def _on_message(self, value: Mapping[str, Any]) -> None:
-        conversation_id = value["conversation_id"]
-        batch = self.batches.get(conversation_id)
-        if batch is None:
-            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
-        try:
-            full = batch.flush_before(value, self.cfg)
-        except MessageTooLarge as exc:
-            self.refused.append((conversation_id, value["message_id"], str(exc)))
-            return
-        if full is not None:
-            batch.commit_close(full, self.cfg)
-            self.decider.emit(full, self._produced)
-        if batch.add_message(value, self.cfg):
-            self._schedule(conversation_id, batch)
-
-    def _on_typing(self, value: Mapping[str, Any]) -> None:
-        conversation_id = value["conversation_id"]
-        batch = self.batches.get(conversation_id)
-        if batch is None:
-            batch = self.batches[conversation_id] = ConversationBatch(conversation_id)
-        if batch.apply_typing(value, self.cfg) and batch.pending:
-            self._schedule(conversation_id, batch)
-
     def _apply_cfg(self, cfg: CoreSettings) -> None:
         self.cfg = cfg
         # Every open batch's deadline depends on the settings: reschedule them all.
@@ -311,9 +295,6 @@ class Engine:
         )
 
     # -- time -----------------------------------------------------------------------
-
-    def _schedule(self, conversation_id: str, batch: ConversationBatch) -> None:
-        self._deadlines.schedule(conversation_id, batch.deadline(self.cfg))
 
     def _deadline_of(self, conversation_id: str) -> int | None:
         return self.batches[conversation_id].deadline(self.cfg)
@@ -326,3 +307,4 @@ class Engine:
 
 # Input topics the engine hands to its Decider.
 DECIDER_TOPICS = frozenset({PRESENCE, CONVERSATIONS, USERS, ROLES, SETTINGS})
+INPUT_TOPICS = DECIDER_TOPICS | {MESSAGES, TYPING}

@@ -10,6 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processors.core.batching import ConversationBatch
 from processors.core.engine import Engine
 from processors.core.settings import CoreSettings
 from tests.core.builders import S, msg, typing
@@ -166,3 +167,46 @@ def test_late_conversations_change_no_flush(
     for i in alone:
         mine = [f for f in together if f["conversation_id"] == f"c{i}"]
         assert mine == alone[i]
+
+
+MANY = [f"user-{k:06d}" for k in range(4000)]
+
+
+def drive(events: list[tuple[str, dict[str, Any]]], one_step: bool) -> list[Any]:
+    """One conversation through a ConversationBatch on event time, as the live worker
+    does (flush_before, commit_close, add_message) or as replay does (add_message_now);
+    after every event: the flushes so far, the state, and the deadline."""
+    batch = ConversationBatch("c")
+    seen: list[Any] = []
+    for topic, value in events:
+        deadline = batch.deadline(CFG)
+        if deadline is not None and deadline <= value["ts"]:
+            seen.append(batch.close(CFG))
+        if topic == "chat.typing":
+            batch.apply_typing(value, CFG)
+        elif one_step:
+            full, joined = batch.add_message_now(value, CFG)
+            seen += [full, joined]
+        else:
+            full = batch.flush_before(value, CFG)
+            if full is not None:
+                batch.commit_close(full, CFG)
+            seen += [full, batch.add_message(value, CFG)]
+        deadline = batch.deadline(CFG)
+        # what the state alone gives (nothing remembered beside it)
+        assert deadline == ConversationBatch.from_dict(batch.to_dict()).deadline(CFG)
+        seen += [batch.to_dict(), deadline]
+    return seen
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(conversation_steps, st.sets(st.integers(min_value=0, max_value=39)))
+def test_one_step_add_is_the_live_workers_two_steps(
+    steps: list[tuple[int, str, str]], small: set[int]
+) -> None:
+    # Messages of ~56 KB (all but the chosen steps) fill a batch in five: some close by size.
+    events = [
+        (t, {**v, "mentions": MANY} if i not in small and t == "chat.messages" else v)
+        for i, (t, v) in enumerate(build("c", steps))
+    ]
+    assert drive(events, one_step=True) == drive(events, one_step=False)
