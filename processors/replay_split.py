@@ -143,14 +143,43 @@ def _decide(
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the batching process went away or the user stopped the run: nothing to say
     except Exception as exc:  # noqa: BLE001 - reported by the batching process
-        # Errors meant for the user carry their exit code (replay's ReplayFileError).
-        code = getattr(exc, "code", None)
-        if isinstance(code, int):
-            conn.send(("error", str(exc), code))
-        else:
-            conn.send(("error", f"the deciding process failed: {type(exc).__name__}: {exc}", 1))
+        conn.send(_error_reply(exc, "the deciding process"))
     finally:
         conn.close()
+
+
+def _error_reply(exc: Exception, who: str) -> tuple[str, str, int]:
+    """A second process's failure as its reply: errors meant for the user carry their
+    exit code (replay's ReplayFileError); anything else is exit 1, named."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return ("error", str(exc), code)
+    return ("error", f"{who} failed: {type(exc).__name__}: {exc}", 1)
+
+
+def _stop(conn: Connection, process: Any) -> None:
+    """Close our end (the second process then sees the end of its input) and wait for it."""
+    conn.close()
+    process.join(JOIN_TIMEOUT_S)
+    if process.is_alive():  # pragma: no cover - only if it hangs
+        process.kill()
+        process.join()
+
+
+def _await_reply(conn: Connection, process: Any, who: str) -> Any:
+    """The second process's ``("done", result)`` reply: its result, once it has ended;
+    :class:`SplitError` if it failed or stopped without one. Closes ``conn``."""
+    try:
+        reply = conn.recv() if conn.poll(JOIN_TIMEOUT_S) else None
+    except (EOFError, ConnectionResetError):
+        reply = None
+    finally:
+        _stop(conn, process)
+    if reply is None:
+        raise SplitError(f"{who} stopped unexpectedly (exit code {process.exitcode})", 1)
+    if reply[0] == "error":
+        raise SplitError(reply[1], reply[2])
+    return reply[1]
 
 
 def run_split(
@@ -189,23 +218,10 @@ def run_split(
             send(b"")  # the end
         except (BrokenPipeError, ConnectionResetError):
             pass  # the deciding process stopped early: its reply says why
-        try:
-            reply = ours.recv() if ours.poll(JOIN_TIMEOUT_S) else None
-        except (EOFError, ConnectionResetError):
-            reply = None
-    finally:
-        ours.close()
-        process.join(JOIN_TIMEOUT_S)
-        if process.is_alive():  # pragma: no cover - only if it hangs
-            process.kill()
-            process.join()
-    if reply is None:
-        raise SplitError(
-            f"the deciding process stopped unexpectedly (exit code {process.exitcode})", 1
-        )
-    if reply[0] == "error":
-        raise SplitError(reply[1], reply[2])
-    return engine, reply[1]
+    except BaseException:  # the input failed midway: stop the deciding process too
+        _stop(ours, process)
+        raise
+    return engine, _await_reply(ours, process, "the deciding process")
 
 
 T = TypeVar("T")
@@ -228,11 +244,7 @@ def in_second_process(
         except KeyboardInterrupt:
             pass
         except Exception as exc:  # noqa: BLE001 - reported by the parent, in one line
-            code = getattr(exc, "code", None)
-            if isinstance(code, int):
-                theirs.send(("error", str(exc), code))
-            else:
-                theirs.send(("error", f"the second process failed: {type(exc).__name__}: {exc}", 1))
+            theirs.send(_error_reply(exc, "the second process"))
         finally:
             theirs.close()
 
@@ -241,23 +253,7 @@ def in_second_process(
     theirs.close()
 
     def wait() -> T:
-        try:
-            reply = ours.recv() if ours.poll(JOIN_TIMEOUT_S) else None
-        except (EOFError, ConnectionResetError):
-            reply = None
-        finally:
-            ours.close()
-            process.join(JOIN_TIMEOUT_S)
-            if process.is_alive():  # pragma: no cover - only if it hangs
-                process.kill()
-                process.join()
-        if reply is None:
-            raise SplitError(
-                f"the second process stopped unexpectedly (exit code {process.exitcode})", 1
-            )
-        if reply[0] == "error":
-            raise SplitError(reply[1], reply[2])
-        result: T = reply[1]
+        result: T = _await_reply(ours, process, "the second process")
         return result
 
     return wait
