@@ -65,7 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = getattr(args, "_run", None)
     if run is None:  # pragma: no cover - argparse already rejected it
         parser.error(f"unknown command {args.command!r}")
-    return int(run(args))
+    try:
+        return int(run(args))
+    except Exception as exc:
+        # a bad environment variable is one line, not a traceback. processors.settings
+        # (pydantic) is not imported here: replay of a file never loads it, and a
+        # SettingsError can only come from it once something has imported it
+        settings = sys.modules.get("processors.settings")
+        if settings is None or not isinstance(exc, settings.SettingsError):
+            raise
+        print(f"chat-notifier {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

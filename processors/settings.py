@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -149,6 +149,21 @@ class Settings(BaseSettings):
         return value
 
 
+class SettingsError(Exception):
+    """A setting that does not validate, said in one line: the variable's name and what
+    it must be, never its value (it may be a secret). The CLI prints it and exits 2."""
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return "__".join(str(part) for part in loc).upper() or "settings"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; ``overrides`` win over the environment (tests use them)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
+        )
+        raise SettingsError(f"bad setting: {problems}") from None
