@@ -9,7 +9,7 @@ names the design card uses (``KAFKA_BROKER_URL``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -145,11 +145,11 @@ class Settings(BaseSettings):
         if not value:
             return None
         if not value.startswith(("http://", "https://")):
-            raise ValueError("SCHEMA_REGISTRY_URL must start with http:// or https://")
+            raise ValueError("must start with http:// or https://")
         return value
 
 
-class SettingsError(Exception):
+class SettingsError(ValueError):
     """A setting that does not validate, said in one line: the variable's name and what
     it must be, never its value (it may be a secret). The CLI prints it and exits 2."""
 
@@ -158,12 +158,19 @@ def _variable(loc: tuple[int | str, ...]) -> str:
     return "__".join(str(part) for part in loc).upper() or "settings"
 
 
+def _message(error: Any) -> str:
+    # a validator's own ValueError comes back as "Value error, <its text>"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ") if error["type"] == "value_error" else message
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings; ``overrides`` win over the environment (tests use them)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors(include_url=False)
+            f"{_variable(error['loc'])}: {_message(error)}"
+            for error in exc.errors(include_url=False)
         )
         raise SettingsError(f"bad setting: {problems}") from None

@@ -184,5 +184,7 @@ def test_install_makes_module_decode_use_the_registry(standin: RegistryStandIn) 
 def test_the_setting_is_an_http_url_or_unset() -> None:
     assert load_settings(schema_registry_url="").schema_registry_url is None
     assert load_settings(schema_registry_url=" http://r:8081 ").schema_registry_url is not None
-    with pytest.raises(ValueError, match="SCHEMA_REGISTRY_URL must start with http:// or https://"):
+    with pytest.raises(
+        ValueError, match="SCHEMA_REGISTRY_URL: must start with http:// or https://"
+    ):
         load_settings(schema_registry_url="registry:8081")
