@@ -72,7 +72,8 @@ def test_output_to_stdout_is_the_same_bytes(tmp_path: Path) -> None:
     assert proc.stdout == (FIXTURES / "demo-deliveries.out.jsonl").read_bytes()
 
 
-def test_two_processes_write_what_one_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [(), ("--deliveries",)])
+def test_two_processes_write_what_one_writes(tmp_path: Path, args: tuple[str, ...]) -> None:
     # Settings that move every deadline, tombstones and re-keyed events mid-stream: the
     # deciding process must see them exactly where the batching one did.
     lines = generate(6_000)
@@ -87,8 +88,8 @@ def test_two_processes_write_what_one_writes(tmp_path: Path) -> None:
     ]
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"".join(lines[:middle] + extra + lines[middle:]))
-    one = run_replay(tmp_path, source, "--deliveries", "--processes", "1")
-    two = run_replay(tmp_path, source, "--deliveries", "--processes", "2")
+    one = run_replay(tmp_path, source, *args, "--processes", "1")
+    two = run_replay(tmp_path, source, *args, "--processes", "2")
     assert one == two
     assert b'"reason": "UNKNOWN_CONVERSATION"' in one  # the tombstones took effect
     assert b'"reason": "UNKNOWN_ROLE"' in one
