@@ -9,9 +9,10 @@ a pipe, the deciding half sees exactly the sequence it sees in one process, so t
 output is the same, byte for byte, and as deterministic. Messages and typing events,
 most of the input, never cross the pipe.
 
-Measured on ``bench.replay``'s input (300k events, two cores): the batching half (read,
-validate, admit, batch, format the Flushes) runs ~7% more instructions than the deciding
-half (decode, decide, format, write); the run takes 0.6-0.7 of the one-process time.
+Measured on ``bench.replay``'s input (300k events, two cores), in CPU seconds of each
+process: the batching half (read, validate, admit, batch, format the Flushes) 2.4, the
+deciding half (read the Flushes back, decide, format, write) 2.3; the run takes ~0.55
+of the one-process time.
 
 Only with the ``fork`` start method (the second process inherits the opened output and
 the imported modules; nothing is re-imported) and at least two usable cores; otherwise
