@@ -164,7 +164,7 @@ def _parse_line(line_no: int, line: str | bytes, counts: DoorCounts | None = Non
     try:
         item = _loads(line)
     except ValueError:
-        raise ReplayInputError(line_no, _not_json(line)) from None
+        raise ReplayInputError(line_no, why_not_json(line)) from None
     if type(item) is not dict:
         raise ReplayInputError(line_no, "expected an object with topic, key and value")
     topic: Any = item.get("topic")
@@ -201,20 +201,28 @@ def _parse_line(line_no: int, line: str | bytes, counts: DoorCounts | None = Non
 # delimiter at column 7") is the reason.
 _loads = orjson.loads
 _from_json_value = codec.from_json_value
+MAX_JSON_DEPTH = 1024  # orjson's; the stdlib's parser stops sooner (RecursionError)
 
 
-def _not_json(line: str | bytes) -> str:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # the stdlib reads NaN, Infinity
+
+
+def why_not_json(line: str | bytes) -> str:
+    """The reason a line orjson refused is not JSON we read, in the stdlib's words."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             return f"not UTF-8: byte 0x{line[exc.start]:02x} at column {exc.start + 1}"
     try:
-        json.loads(line)
+        json.loads(line, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return f"not JSON: {exc.msg} at column {exc.colno}"
     except ValueError as exc:  # e.g. a number too long to convert
         return f"not JSON: {exc}"
+    except RecursionError:  # deeper than the stdlib's parser goes
+        return f"not JSON: nested deeper than {MAX_JSON_DEPTH} levels (the most we read)"
     return "not JSON: a lone surrogate or a number out of range"
 
 

@@ -74,6 +74,36 @@ def test_an_invalid_utf8_line_is_skipped_and_reported(scenario: Path, tmp_path: 
     assert cli("--input", str(scenario), "--output", str(out), "--strict")[1] == 1
 
 
+TYPING = b'{"topic": "chat.typing", "key": "c", "value": {"conversation_id": "c", "user_id": "u", '
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"[" * 5_000 + b"]" * 5_000, "not JSON: nested deeper than 1024 levels"),
+        (b'{"a": ' * 1_500 + b"1" + b"}" * 1_500, "not JSON: nested deeper than 1024 levels"),
+        (b"[" * 200_000, "not JSON: nested deeper than 1024 levels"),
+        (TYPING + b'"typing": true, "ts": NaN}}', "not JSON: NaN is not a JSON number"),
+        (TYPING + b'"typing": true, "ts": -Infinity}}', "not JSON: -Infinity is not a JSON number"),
+        (TYPING + b'"typing": true, "ts": 1, "x": "\\ud800"}}', "not JSON: a lone surrogate"),
+    ],
+)
+def test_a_line_that_is_not_json_we_read_is_skipped_with_why(
+    scenario: Path, tmp_path: Path, line: bytes, reason: str, processes: str
+) -> None:
+    lines = scenario.read_bytes().splitlines(keepends=True)
+    lines.insert(2, line + b"\n")
+    scenario.write_bytes(b"".join(lines))
+    out = tmp_path / "out.jsonl"
+    stderr, code = cli("--input", str(scenario), "--output", str(out), "--processes", processes)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert f"replay: skipped line 3: {reason}" in stderr
+    flushes = [r for r in map(json.loads, out.read_text().splitlines()) if "flush" in r["topic"]]
+    assert len(flushes) == 3  # everything else replayed as usual
+
+
 def test_invalid_utf8_on_stdin_is_skipped_too(tmp_path: Path) -> None:
     data = SCENARIO.read_bytes() + b"\xc3\x28\n"
     stderr, code = cli("--input", "-", "--output", str(tmp_path / "o.jsonl"), stdin=data)
