@@ -22,17 +22,19 @@ sent it. Reasons are worded by :data:`processors.reply.parse.AUDIT_WHY`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from processors import diagnosis
+import orjson
+
+from processors import codec, diagnosis
+from processors.replay import why_not_json
 from processors.reply.parse import AUDIT_WHY
 from processors.reply.reasons import ACCEPTED
-from processors.topics import DECISIONS, INBOUND_AUDIT, OUTCOMES
+from processors.topics import DECISIONS, INBOUND_AUDIT, OUTCOMES, TOPICS
 
 # The words for each reason live with the checklist (``diagnose``): one place for both.
 WHY: Mapping[str, str] = diagnosis.WHY
@@ -137,24 +139,75 @@ def explain_audits(audits: Iterable[Mapping[str, Any]]) -> Iterator[str]:
 Records = tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[dict[str, Any]]]
 
 
-def read_jsonl(path: Path) -> Records:
+# The records explain reads from a file, by topic; lines of other topics (Flushes,
+# Deliveries: replay writes them too) are passed over.
+_READ: Mapping[str, str] = {
+    topic: str(TOPICS[topic].record) for topic in (DECISIONS, OUTCOMES, INBOUND_AUDIT)
+}
+MAX_REPORTED_LINES = 20  # bad lines named one by one; the rest are counted
+
+
+class InputError(Exception):
+    """An input file explain cannot read at all; ``str(e)`` is the one line to print."""
+
+
+def read_jsonl(path: Path, warn: Callable[[str], None] | None = None) -> Records:
     """Decisions, outcomes and inbound mail audits from a JSONL file of
-    ``{"topic", "key", "value"}`` lines."""
+    ``{"topic", "key", "value"}`` lines. A line that is not such a record (not JSON, not
+    an object, a value its topic's schema refuses) is skipped, and said to ``warn``
+    with its line number and why; raises :class:`InputError` for a file it cannot read."""
+    warn = warn or (lambda text: print(text, file=sys.stderr))
     decisions: list[dict[str, Any]] = []
     outcomes: dict[str, dict[str, Any]] = {}
     audits: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if item.get("topic") == DECISIONS:
-                decisions.append(item["value"])
-            elif item.get("topic") == OUTCOMES:
-                outcomes[item["value"]["delivery_id"]] = item["value"]
-            elif item.get("topic") == INBOUND_AUDIT:
-                audits.append(item["value"])
+    bad = 0
+    try:
+        with path.open("rb") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                try:
+                    record = _read_line(line, line_no)
+                except ValueError as exc:
+                    bad += 1
+                    if bad <= MAX_REPORTED_LINES:
+                        warn(f"explain: skipped line {line_no}: {exc}")
+                    continue
+                if record is None:
+                    continue
+                topic, value = record
+                if topic == DECISIONS:
+                    decisions.append(value)
+                elif topic == OUTCOMES:
+                    outcomes[value["delivery_id"]] = value
+                else:
+                    audits.append(value)
+    except OSError as exc:
+        raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from None
+    if bad > MAX_REPORTED_LINES:
+        warn(f"explain: {bad:,} bad lines skipped in all ({MAX_REPORTED_LINES} shown)")
     return decisions, outcomes, audits
+
+
+def _read_line(line: bytes, line_no: int) -> tuple[str, dict[str, Any]] | None:
+    """One line's (topic, validated value), None for a line to pass over; raises
+    ValueError with the reason for a line that is not a record explain can read."""
+    if line_no == 1:
+        line = line.removeprefix(b"\xef\xbb\xbf")
+    if not line.strip():
+        return None
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise ValueError(why_not_json(line)) from None
+    if type(item) is not dict:
+        raise ValueError("expected an object with topic, key and value")
+    topic = item.get("topic")
+    record = _READ.get(topic) if isinstance(topic, str) else None
+    if record is None or not isinstance(topic, str):
+        return None
+    try:
+        return topic, codec.from_json_value(record, item.get("value"))
+    except codec.DecodeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def read_kafka() -> Records:
@@ -207,7 +260,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.input.exists():
             print(f"explain: no such input file: {args.input}", file=sys.stderr)
             return 2
-        decisions, outcomes, audits = read_jsonl(args.input)
+        try:
+            decisions, outcomes, audits = read_jsonl(args.input)
+        except InputError as exc:
+            print(f"explain: {exc}", file=sys.stderr)
+            return 2
         # A file with no outcome at all is replay output (the senders never saw it).
         replayed = not outcomes
     else:

@@ -67,10 +67,15 @@ def test_outcomes_in_the_input_show_whether_a_send_went_through(
 ) -> None:
     lines = decisions.read_text().splitlines()
     sent = next(json.loads(line)["value"] for line in lines if '"outcome": "send"' in line)
-    outcome = {
+    outcome = {  # as the senders write it (explain reads records of the contract)
         "delivery_id": sent["delivery_id"],
+        "flush_id": sent["flush_id"],
+        "recipient_id": sent["recipient_id"],
+        "channel": sent["channel"],
         "status": "invalid_address",
+        "attempts": 1,
         "detail": "Twilio 21211",
+        "ts": sent["ts"] + 1_000,
     }
     path = tmp_path / "with-outcomes.jsonl"
     path.write_text(
@@ -90,3 +95,39 @@ def test_unknown_conversation_and_unknown_user(decisions: Path) -> None:
 def test_needs_a_user_or_conversation() -> None:
     proc = explain("--input", "x.jsonl")
     assert proc.returncode == 2 and "--user" in proc.stderr
+
+
+def test_bad_lines_in_the_input_are_skipped_with_why(decisions: Path, tmp_path: Path) -> None:
+    lines = decisions.read_bytes().splitlines()
+    sent = next(json.loads(line)["value"] for line in lines if b'"outcome": "send"' in line)
+    bad = [
+        b"[" * 5_000 + b"]" * 5_000,
+        b"\xff\xfe not text",
+        b'{"topic": "notify.decisions", "key": "x", "value": {"decision_id": "d"}}',
+        b'{"topic": "notify.outcomes", "key": "x", "value": []}',
+        b'{"topic": "notify.decisions", "key": "x", "value": {"ts": NaN}}',
+        b"[1, 2]",
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join([*bad, *lines]) + b"\n")
+    proc = explain("--user", sent["recipient_id"], "--input", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "explain: skipped line 1: not JSON: nested deeper than 1024 levels (the most we read)",
+        "explain: skipped line 2: not UTF-8: byte 0xff at column 1",
+        "explain: skipped line 3: JSON value fails schema Decision: field 'flush_id' missing",
+        "explain: skipped line 4: JSON value fails schema Outcome: value must be an object "
+        "(Outcome record), got array",
+        "explain: skipped line 5: not JSON: NaN is not a JSON number",
+        "explain: skipped line 6: expected an object with topic, key and value",
+    ]
+    # the good lines explain as they do alone
+    alone = explain("--user", sent["recipient_id"], "--input", str(decisions))
+    assert proc.stdout == alone.stdout
+
+
+def test_a_directory_as_input_is_one_line(tmp_path: Path) -> None:
+    proc = explain("--user", "bob", "--input", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"explain: cannot read input {tmp_path}: Is a directory"
