@@ -294,11 +294,19 @@ def ses_notice(body: str) -> dict[str, Any] | None:
         data = json.loads(body)
         if isinstance(data, dict) and data.get("Type") == "Notification":
             data = json.loads(data.get("Message") or "")
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested too deep
         return None
     if not isinstance(data, dict) or data.get("notificationType") != "Received":
         return None
     return data
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 class SesPoller:
@@ -335,13 +343,14 @@ class SesPoller:
         if data is None:
             log.warning("inbound-ses: an SQS message that is not an SES receipt notice; dropped")
             return True
-        receipt = data.get("receipt") or {}
-        action = receipt.get("action") or {}
+        # Any part may be of the wrong shape: such a notice is dropped, never retried
+        receipt = _object(data.get("receipt"))
+        action = _object(receipt.get("action"))
         bucket, key = action.get("bucketName"), action.get("objectKey")
-        if action.get("type") != "S3" or not bucket or not key:
+        if action.get("type") != "S3" or not _text(bucket) or not _text(key):
             log.warning("inbound-ses: receipt notice without an S3 action; dropped")
             return True
-        ses_id = str((data.get("mail") or {}).get("messageId") or key)
+        ses_id = str(_object(data.get("mail")).get("messageId") or key)
         try:
             head = await asyncio.to_thread(self.s3.head_object, Bucket=bucket, Key=key)
             size = int(head.get("ContentLength") or 0)
@@ -360,7 +369,8 @@ class SesPoller:
                 return True
             log.warning("inbound-ses: S3 read failed (%s); will retry", type(exc).__name__)
             return False
-        recipients = [str(r) for r in receipt.get("recipients") or []]
+        listed = receipt.get("recipients")
+        recipients = [r for r in listed if _text(r)] if isinstance(listed, list) else []
         await self.publisher.publish(with_trace(raw, recipients))
         return True
 

@@ -121,6 +121,22 @@ def test_every_adapter_lands_the_reply_and_refuses_oversize(
             MessageBody=json.dumps({"Type": "Notification", "Message": json.dumps(notice)}),
         )
 
+    # notices of the wrong shape are dropped (deleted), never received again and again
+    for body in (
+        "[" * 50_000,
+        json.dumps({"Type": "Notification", "Message": "{" * 5 + "[" * 50_000}),
+        json.dumps({"notificationType": "Received", "receipt": ["not", "an", "object"]}),
+        json.dumps({"notificationType": "Received", "receipt": {"action": "S3"}}),
+        json.dumps(
+            {
+                "notificationType": "Received",
+                "mail": "not an object",
+                "receipt": {"action": {"type": "S3", "bucketName": ["b"], "objectKey": {}}},
+            }
+        ),
+    ):
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+
     inbound = consume_raw(bs, prefix, t.EMAIL_INBOUND, count=3)
     assert sorted(k for k, _ in inbound) == [b"http-1@x", b"ses-1@x", b"smtp-1@x"]
     assert all(v.startswith(b"X-Original-To: " + to.encode() + b"\r\n") for _, v in inbound)
@@ -129,15 +145,18 @@ def test_every_adapter_lands_the_reply_and_refuses_oversize(
     audits = consume(bs, prefix, t.INBOUND_AUDIT, until=lambda v: len(v) >= 4)
     assert sorted(a["reason"] for a in audits) == ["ACCEPTED"] * 3 + ["TOO_LARGE"]
     assert [a["mail_id"] for a in audits if a["reason"] == "TOO_LARGE"] == ["ses:ses-b"]
-    deadline = time.monotonic() + 10
-    while (
-        sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"][
-            "ApproximateNumberOfMessages"
+
+    def left() -> tuple[str, str]:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])
+        waiting = attributes["Attributes"]
+        return waiting["ApproximateNumberOfMessages"], waiting[
+            "ApproximateNumberOfMessagesNotVisible"
         ]
-        != "0"
-        and time.monotonic() < deadline
-    ):
+
+    deadline = time.monotonic() + 10
+    while left() != ("0", "0") and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert left() == ("0", "0")  # every notice deleted: none kept for another try
     for p in (smtp, http, ses, agent):
         assert p.alive()
         assert "Via " not in p.log() and SECRET not in p.log()
