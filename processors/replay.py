@@ -233,7 +233,8 @@ def _kind(value: Any) -> str:
 class _Progress:
     """A one-line progress bar on stderr, by bytes read, for large inputs."""
 
-    def __init__(self, total_bytes: int, stream: IO[str]) -> None:
+    def __init__(self, total_bytes: int, stream: IO[str], label: str = "replay") -> None:
+        self.label = label  # the command the bar is drawn for
         self.total = total_bytes
         self.stream = stream
         self.enabled = total_bytes >= PROGRESS_MIN_BYTES
@@ -253,7 +254,7 @@ class _Progress:
         share = min(1.0, done_bytes / self.total) if self.total else 1.0
         bar = "#" * int(share * 30)
         rate = lines / max(now - self.started, 1e-9)
-        self.stream.write(f"\rreplay [{bar:<30}] {share:6.1%} {lines:,} lines {rate:,.0f}/s")
+        self.stream.write(f"\r{self.label} [{bar:<30}] {share:6.1%} {lines:,} lines {rate:,.0f}/s")
         self.stream.flush()
         self.open_line = True
 
@@ -392,7 +393,7 @@ def read_kafka(
     if bad:
         raise SettingsError(f"not input topics: {', '.join(bad)} ({', '.join(INPUT_TOPICS)})")
     start, end = parse_position(args.start), parse_position(args.end)
-    progress = _Progress(0, sys.stderr)
+    progress = _Progress(0, sys.stderr, getattr(args, "command", None) or "replay")
     progress.enabled = True
 
     def on_error(topic: str, partition: int, offset: int, reason: str) -> None:
@@ -460,7 +461,8 @@ def open_records(
         raise ReplayFileError(
             f"cannot read input {args.input}: {_why(exc)}", EXIT_INPUT_UNREADABLE
         ) from None
-    bar = _Progress(args.input.stat().st_size, sys.stderr) if progress else None
+    label = getattr(args, "command", None) or "replay"
+    bar = _Progress(args.input.stat().st_size, sys.stderr, label) if progress else None
     if bar is not None:
         stack.callback(bar.end_line)
     return read_jsonl(handle, errors, bar, door)

@@ -297,3 +297,14 @@ def test_from_kafka_without_a_broker_url_is_a_usage_error(tmp_path: Path) -> Non
     _, stderr, code = whatif("--from-kafka", cwd=tmp_path, env=env)
     assert code == 2
     assert "KAFKA_BROKER_URL" in one_clear_line(stderr)
+
+
+def test_the_progress_bar_of_a_large_input_is_whatifs(traffic: Path) -> None:
+    text = traffic.read_text()
+    # padded past the size that draws a bar (a megabyte) with blank lines, which add nothing
+    traffic.write_text(text + "\n" * (1 << 20))
+    stdout, stderr, code = whatif("--input", str(traffic), "--json")
+    assert code == 0, stderr
+    assert "whatif [" in stderr and "100.0%" in stderr
+    assert "replay [" not in stderr
+    assert json.loads(stdout)["flushes"]["baseline"] == 12
