@@ -221,7 +221,17 @@ def read_kafka() -> Records:
     outcomes: dict[str, dict[str, Any]] = {}
     audits: list[dict[str, Any]] = []
     topics = [DECISIONS, OUTCOMES, INBOUND_AUDIT]
-    for topic, _, value in read_topics(settings, topics, input_only=False):
+    bad = 0
+
+    def skipped(topic: str, partition: int, offset: int, reason: str) -> None:
+        nonlocal bad
+        bad += 1
+        if bad <= MAX_REPORTED_LINES:
+            print(
+                f"explain: skipped {topic}[{partition}] offset {offset}: {reason}", file=sys.stderr
+            )
+
+    for topic, _, value in read_topics(settings, topics, input_only=False, on_error=skipped):
         if value is None:
             continue  # only chat.users / chat.conversations carry tombstones
         if topic == DECISIONS:
@@ -230,6 +240,11 @@ def read_kafka() -> Records:
             outcomes[value["delivery_id"]] = value
         else:
             audits.append(value)
+    if bad > MAX_REPORTED_LINES:
+        print(
+            f"explain: {bad:,} bad records skipped in all ({MAX_REPORTED_LINES} shown)",
+            file=sys.stderr,
+        )
     decisions.sort(key=lambda d: d["ts"])
     audits.sort(key=lambda a: a["ts"])
     return decisions, outcomes, audits

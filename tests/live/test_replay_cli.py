@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import processors
 
 from .conftest import ensure, produce
+from .test_bounds import produce_raw
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -107,6 +109,7 @@ def test_explain_reads_decisions_and_outcomes_from_kafka(
         [(r["topic"], r["key"] or r["value"]["conversation_id"], r["value"]) for r in decisions]
         + [("notify.outcomes", sent["delivery_id"], outcome)],
     )
+    produce_raw(tansu.bootstrap, prefix, [("notify.decisions", b"bob", b"\x00junk")])
     proc = subprocess.run(
         [sys.executable, "-m", "processors.cli", "explain", "--user", "bob"],
         capture_output=True,
@@ -115,5 +118,8 @@ def test_explain_reads_decisions_and_outcomes_from_kafka(
         env={**os.environ, "KAFKA_BROKER_URL": tansu.url, "TOPIC_PREFIX": prefix},
     )
     assert proc.returncode == 0, proc.stderr
+    # an undecodable record is named, not passed over in silence
+    assert re.search(r"explain: skipped notify\.decisions\[\d+\] offset \d+: ", proc.stderr)
+    assert "Traceback" not in proc.stderr
     assert "sms: sent -> sent" in proc.stdout
     assert "email: sent" in proc.stdout and "[OWN_MESSAGES]" in proc.stdout
