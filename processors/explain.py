@@ -201,11 +201,10 @@ def _read_line(line: bytes, line_no: int) -> tuple[str, dict[str, Any]] | None:
     if type(item) is not dict:
         raise ValueError("expected an object with topic, key and value")
     topic = item.get("topic")
-    record = _READ.get(topic) if isinstance(topic, str) else None
-    if record is None or not isinstance(topic, str):
+    if not isinstance(topic, str) or topic not in _READ:
         return None
     try:
-        return topic, codec.from_json_value(record, item.get("value"))
+        return topic, codec.from_json_value(_READ[topic], item.get("value"))
     except codec.DecodeError as exc:
         raise ValueError(str(exc)) from None
 
