@@ -151,40 +151,60 @@ class InputError(Exception):
     """An input file explain cannot read at all; ``str(e)`` is the one line to print."""
 
 
-def read_jsonl(path: Path, warn: Callable[[str], None] | None = None) -> Records:
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+class _Collector:
+    """The records explain reads, by topic; the bad ones named (the first few) and counted."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self.warn = warn
+        self.decisions: list[dict[str, Any]] = []
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.audits: list[dict[str, Any]] = []
+        self.bad = 0
+
+    def add(self, topic: str, value: dict[str, Any]) -> None:
+        if topic == DECISIONS:
+            self.decisions.append(value)
+        elif topic == OUTCOMES:
+            self.outcomes[value["delivery_id"]] = value
+        else:
+            self.audits.append(value)
+
+    def skip(self, where: str, reason: str) -> None:
+        self.bad += 1
+        if self.bad <= MAX_REPORTED_LINES:
+            self.warn(f"explain: skipped {where}: {reason}")
+
+    def records(self, what: str) -> Records:
+        if self.bad > MAX_REPORTED_LINES:
+            self.warn(
+                f"explain: {self.bad:,} bad {what} skipped in all ({MAX_REPORTED_LINES} shown)"
+            )
+        return self.decisions, self.outcomes, self.audits
+
+
+def read_jsonl(path: Path, warn: Callable[[str], None] = _stderr) -> Records:
     """Decisions, outcomes and inbound mail audits from a JSONL file of
     ``{"topic", "key", "value"}`` lines. A line that is not such a record (not JSON, not
     an object, a value its topic's schema refuses) is skipped, and said to ``warn``
     with its line number and why; raises :class:`InputError` for a file it cannot read."""
-    warn = warn or (lambda text: print(text, file=sys.stderr))
-    decisions: list[dict[str, Any]] = []
-    outcomes: dict[str, dict[str, Any]] = {}
-    audits: list[dict[str, Any]] = []
-    bad = 0
+    collected = _Collector(warn)
     try:
         with path.open("rb") as handle:
             for line_no, line in enumerate(handle, start=1):
                 try:
                     record = _read_line(line, line_no)
                 except ValueError as exc:
-                    bad += 1
-                    if bad <= MAX_REPORTED_LINES:
-                        warn(f"explain: skipped line {line_no}: {exc}")
+                    collected.skip(f"line {line_no}", str(exc))
                     continue
-                if record is None:
-                    continue
-                topic, value = record
-                if topic == DECISIONS:
-                    decisions.append(value)
-                elif topic == OUTCOMES:
-                    outcomes[value["delivery_id"]] = value
-                else:
-                    audits.append(value)
+                if record is not None:
+                    collected.add(*record)
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from None
-    if bad > MAX_REPORTED_LINES:
-        warn(f"explain: {bad:,} bad lines skipped in all ({MAX_REPORTED_LINES} shown)")
-    return decisions, outcomes, audits
+    return collected.records("lines")
 
 
 def _read_line(line: bytes, line_no: int) -> tuple[str, dict[str, Any]] | None:
@@ -216,34 +236,16 @@ def read_kafka() -> Records:
     settings = load_settings()
     if not settings.kafka_broker_url:
         raise SystemExit("explain: set KAFKA_BROKER_URL, or give --input FILE")
-    decisions: list[dict[str, Any]] = []
-    outcomes: dict[str, dict[str, Any]] = {}
-    audits: list[dict[str, Any]] = []
-    topics = [DECISIONS, OUTCOMES, INBOUND_AUDIT]
-    bad = 0
+    collected = _Collector(_stderr)
 
     def skipped(topic: str, partition: int, offset: int, reason: str) -> None:
-        nonlocal bad
-        bad += 1
-        if bad <= MAX_REPORTED_LINES:
-            print(
-                f"explain: skipped {topic}[{partition}] offset {offset}: {reason}", file=sys.stderr
-            )
+        collected.skip(f"{topic}[{partition}] offset {offset}", reason)
 
+    topics = [DECISIONS, OUTCOMES, INBOUND_AUDIT]
     for topic, _, value in read_topics(settings, topics, input_only=False, on_error=skipped):
-        if value is None:
-            continue  # only chat.users / chat.conversations carry tombstones
-        if topic == DECISIONS:
-            decisions.append(value)
-        elif topic == OUTCOMES:
-            outcomes[value["delivery_id"]] = value
-        else:
-            audits.append(value)
-    if bad > MAX_REPORTED_LINES:
-        print(
-            f"explain: {bad:,} bad records skipped in all ({MAX_REPORTED_LINES} shown)",
-            file=sys.stderr,
-        )
+        if value is not None:  # only chat.users / chat.conversations carry tombstones
+            collected.add(topic, value)
+    decisions, outcomes, audits = collected.records("records")
     decisions.sort(key=lambda d: d["ts"])
     audits.sort(key=lambda a: a["ts"])
     return decisions, outcomes, audits
