@@ -32,7 +32,8 @@ test-core: $(STAMP)
 test-broker: $(STAMP)
 	$(BIN)/pytest -q -m broker
 
-# builds the wheel and installs it into a fresh virtualenv outside the repo (~30 s)
+# builds the wheel (core compiled by mypyc), installs it into a fresh virtualenv outside
+# the repo, runs the core's and replay's tests on the compiled build (~90 s)
 test-wheel: $(STAMP)
 	$(BIN)/pytest -q -m wheel
 

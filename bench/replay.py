@@ -6,7 +6,9 @@ Measured in one run, on the same file:
 
 * replay: ``chat-notifier replay --input F --output O`` as a subprocess, process start
   included (events/s counts the input events), as a user runs it (two processes on a
-  machine with two cores) and with ``--processes 1``;
+  machine with two cores) and with ``--processes 1``, from the package a wheel installs
+  (built here first, the core compiled by mypyc: setup.py) and, beside it, from the
+  source tree (what ``pip install -e`` runs: all Python);
 * floor: a subprocess that only parses every input line and writes the same output
   records (read back from replay's output) with orjson, the fastest JSON library the
   project depends on; nothing else;
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -176,14 +179,41 @@ print(time.perf_counter() - start)
 """
 
 
-def _cli() -> list[str]:
-    exe = Path(sys.executable).with_name("chat-notifier")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "processors.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "processors.cli"]
 
 
-def _timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def installed_package(into: Path) -> dict[str, str]:
+    """The package as a wheel installs it, unpacked into ``into``: the environment that
+    runs it (``PYTHONPATH`` first, ahead of the editable source tree)."""
+    dist = into / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("chat_notifier-*.whl")
+    site = into / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def compiled(env: dict[str, str] | None) -> bool:
+    """Does ``env`` import the core compiled (an extension module, not engine.py)?"""
+    probe = "import processors.core.engine as e; print(e.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, cwd="/"
+    )
+    return not where.stdout.strip().endswith(".py")
+
+
+def _timed(
+    cmd: list[str], env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # run from "/": from the repository, ``python -m`` would import its source tree first
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd="/")
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -198,37 +228,47 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         src, out, floor_out = Path(tmp, "in.jsonl"), Path(tmp, "out.jsonl"), Path(tmp, "f.jsonl")
         bad_src, bad_out = Path(tmp, "bad.jsonl"), Path(tmp, "bad-out.jsonl")
+        src_out = Path(tmp, "source-out.jsonl")
         src.write_bytes(b"".join(lines))
         bad_src.write_bytes(b"".join(bad_lines))
-        # The runs are interleaved (clean, malformed, one process, floor; again), each
-        # figure the best of its runs: a drift of the machine's speed during the bench
-        # then touches every figure alike instead of whichever ran last.
-        replay = [*_cli(), "replay", "--input", str(src), "--output", str(out)]
-        commands = {
-            "replay": replay,
-            "malformed": [*_cli(), "replay", "--input", str(bad_src), "--output", str(bad_out)],
-            "one": [*replay, "--processes", "1"],
-            "floor": [sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)],
-            "start": [sys.executable, "-c", "import orjson"],
+        wheel = installed_package(Path(tmp))
+        source = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        is_compiled = compiled(wheel)
+        # The runs are interleaved (clean, malformed, one process, source tree, floor;
+        # again), each figure the best of its runs: a drift of the machine's speed during
+        # the bench then touches every figure alike instead of whichever ran last.
+        replay = [*CLI, "replay", "--input", str(src), "--output", str(out)]
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {
+            "replay": (replay, wheel),
+            "malformed": (
+                [*CLI, "replay", "--input", str(bad_src), "--output", str(bad_out)],
+                wheel,
+            ),
+            "one": ([*replay, "--processes", "1"], wheel),
+            "source": ([*CLI, "replay", "--input", str(src), "--output", str(src_out)], source),
+            "floor": ([sys.executable, "-c", FLOOR, str(src), str(out), str(floor_out)], source),
+            "start": ([sys.executable, "-c", "import orjson"], source),
         }
         # whatif runs two engines over the same input: timed once each (it is the
         # slowest command here), beside the replays.
-        whatif = [*_cli(), "whatif", "--input", str(src), "--set", "inactivity_seconds=30"]
+        whatif = [*CLI, "whatif", "--input", str(src), "--set", "inactivity_seconds=30"]
         whatif_s = {
-            "default": _timed([*whatif, "--json"])[0],
-            "one": _timed([*whatif, "--json", "--processes", "1"])[0],
+            "default": _timed([*whatif, "--json"], wheel)[0],
+            "one": _timed([*whatif, "--json", "--processes", "1"], wheel)[0],
         }
         timed: dict[str, list[tuple[float, subprocess.CompletedProcess[str]]]] = {
             name: [] for name in commands
         }
         for _ in range(runs):
-            for name, cmd in commands.items():
-                timed[name].append(_timed(cmd))
-        replay_s, one_s, bad_s, start_s = (
-            min(t for t, _ in timed[name]) for name in ("replay", "one", "malformed", "start")
+            for name, (cmd, env) in commands.items():
+                timed[name].append(_timed(cmd, env))
+        replay_s, one_s, bad_s, source_s, start_s = (
+            min(t for t, _ in timed[name])
+            for name in ("replay", "one", "malformed", "source", "start")
         )
         proc = min(timed["malformed"], key=lambda r: r[0])[1]
         outputs = sum(1 for _ in out.open("rb"))
+        same = out.read_bytes() == src_out.read_bytes()
         # As the module says: the timed part the floor prints (its output records are
         # loaded before its clock starts), plus the start of an interpreter importing
         # orjson, measured on its own. Timing the whole floor process would count
@@ -236,24 +276,32 @@ def main() -> None:
         floor_s = min(float(p.stdout.strip().splitlines()[-1]) for _, p in timed["floor"]) + start_s
         reported = proc.stderr.count("replay: skipped line ")
         summary = [r for r in proc.stderr.splitlines() if r.startswith("bad input lines")]
+    if not same:
+        raise SystemExit("the installed package and the source tree wrote different outputs")
     print(
         f"input: {len(lines):,} lines ({n:,} events, {len(lines) - n:,} setup records), "
         f"{sum(map(len, lines)) / 1e6:.0f} MB; "
         f"output: {outputs:,} records"
     )
+    built = "core compiled by mypyc" if is_compiled else "NOT compiled: no C compiler?"
     print(
-        f"replay (CLI, process start included): {n / replay_s:,.0f} events/s "
-        f"({replay_s:.2f} s; setup records not counted as events)"
+        f"replay (CLI, installed wheel, {built}; process start included): "
+        f"{n / replay_s:,.0f} events/s ({replay_s:.2f} s; setup records not counted as events)"
     )
     print(
         f"I/O floor (orjson parse + write, same lines): {floor_s:.2f} s "
         f"(interpreter start {start_s:.2f} s included)"
     )
+    print(f"replay / floor: {replay_s / floor_s:.2f}")
+    print(
+        f"replay from the source tree (pip install -e, all Python): {n / source_s:,.0f} "
+        f"events/s ({source_s:.2f} s); installed / source tree: {replay_s / source_s:.2f} "
+        "(same output, byte for byte)"
+    )
     print(
         f"replay in one process (--processes 1): {n / one_s:,.0f} events/s ({one_s:.2f} s); "
         f"default / one process: {replay_s / one_s:.2f}"
     )
-    print(f"replay / floor: {replay_s / floor_s:.2f}")
     print(
         f"whatif (two configurations, CLI): {n / whatif_s['default']:,.0f} events/s "
         f"({whatif_s['default']:.2f} s); --processes 1: {n / whatif_s['one']:,.0f} events/s "
@@ -261,8 +309,9 @@ def main() -> None:
         f"{whatif_s['default'] / whatif_s['one']:.2f}"
     )
     print(
-        f"1% malformed ({n_bad:,} bad lines, {reported} shown, {summary[0].split()[-1] if summary else '?'} "
-        f"counted): {bad_s:.2f} s, malformed / clean: {bad_s / replay_s:.2f}"
+        f"1% malformed ({n_bad:,} bad lines, {reported} shown, "
+        f"{summary[0].split()[-1] if summary else '?'} counted): {bad_s:.2f} s, "
+        f"malformed / clean: {bad_s / replay_s:.2f}"
     )
 
 

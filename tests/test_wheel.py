@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import venv
 import zipfile
@@ -52,8 +53,11 @@ def test_repository_schemas_dir_is_the_package_dir() -> None:
     assert "README.md" in SCHEMAS and "MessageEvent.avsc" in SCHEMAS
 
 
-def test_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> None:
-    started = time.monotonic()
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout, built as ``pip install .`` builds it (isolated, so with
+    mypyc compiling the core: setup.py)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     # Built from a copy of the checkout: setuptools keeps a build/ directory in the
     # source tree whose stale files could otherwise hide a file missing from package-data.
     source = tmp_path / "source"
@@ -66,13 +70,101 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> None:
         ),
     )
     dist = tmp_path / "dist"
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
         cwd=tmp_path,
-        check=True,
         capture_output=True,
+        text=True,
     )
-    (wheel,) = dist.glob("chat_notifier-*.whl")
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "installing the pure-Python package" not in built.stderr or not COMPILER, built.stderr
+    (path,) = dist.glob("chat_notifier-*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def unpacked(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel's files, as an install puts them in site-packages (no dependencies)."""
+    site = tmp_path_factory.mktemp("site")
+    zipfile.ZipFile(wheel).extractall(site)
+    return site
+
+
+# A machine with a C compiler builds the compiled wheel; one without, the pure one.
+COMPILER = shutil.which(sysconfig.get_config_var("CC").split()[0]) is not None
+
+
+def test_wheel_compiles_the_core(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    compiled = sorted(n for n in names if n.endswith(".so"))
+    if not COMPILER:
+        assert compiled == [] and wheel.name.endswith("-py3-none-any.whl")
+        return
+    core = sorted(p.stem for p in (ROOT / "processors" / "core").glob("*.py"))
+    assert [n.split("/")[-1].split(".")[0] for n in compiled if "/core/" in n] == core
+    assert "processors/core/engine.py" in names  # the source ships beside it
+
+
+def test_compiled_core_passes_the_core_and_replay_tests(unpacked: Path) -> None:
+    """mypyc checks annotations at run time, and runs what it compiles differently:
+    the core's and replay's tests, on the installed package instead of the source tree."""
+    env = {**os.environ, "PYTHONPATH": str(unpacked), "CHAT_NOTIFIER_EXPECT_COMPILED": "1"}
+    if not COMPILER:
+        env.pop("CHAT_NOTIFIER_EXPECT_COMPILED")
+    tests = [
+        "tests/core",
+        *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("tests/test_replay*.py")),
+    ]
+    run = subprocess.run(
+        [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+        # -P and append: the installed package (PYTHONPATH) is imported, not the source tree
+        + ["--import-mode=append", "-m", "not broker and not wheel and not browser", *tests]
+        + ["tests/test_whatif.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout.splitlines()[-1]
+
+
+def test_installed_replay_writes_what_the_source_tree_writes(
+    unpacked: Path, tmp_path: Path
+) -> None:
+    """Mixed traffic (the bench's, smaller), Deliveries included: the same bytes."""
+    from bench.replay import generate
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(generate(20_000)))
+    outputs = []
+    for label, pythonpath in (("installed", str(unpacked)), ("source", None)):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
+        out = tmp_path / f"{label}.jsonl"
+        cmd = [sys.executable, "-m", "processors.cli", "replay", "--input", str(src)]
+        where = "import processors.core.engine as e; print(e.__file__)"
+        probe = subprocess.run(
+            [sys.executable, "-c", where], env=env, cwd="/", capture_output=True, text=True
+        )
+        assert probe.stdout.strip().startswith(pythonpath or str(ROOT)), probe
+        run = subprocess.run(
+            [*cmd, "--output", str(out), "--deliveries"],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b'"notify.decisions"') > 10_000
+
+
+def test_wheel_installs_and_runs_outside_the_repository(wheel: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [f"processors/schemas/{n}" for n in SCHEMAS if f"processors/schemas/{n}" not in names]
     missing += [f"processors/{n}" for n in TEMPLATES if f"processors/{n}" not in names]

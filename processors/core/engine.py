@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from processors.core.batching import ConversationBatch, MessageTooLarge
 from processors.core.decisions import decide, fan_out
 from processors.core.presence import Presence, UserPresence
@@ -62,6 +64,8 @@ class EngineError(ValueError):
     """An input record the engine cannot apply (e.g. an unknown topic)."""
 
 
+# Wheels compile this module (setup.py); replay's two-process split subclasses it in Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Decider:
     """The deciding half of the engine: what a Flush gives, and the state that decides it.
 

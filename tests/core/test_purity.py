@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import processors.core
@@ -37,3 +38,12 @@ def test_core_imports_are_pure() -> None:
     ]
     assert offenders == []
     assert len(list(CORE.glob("*.py"))) >= 6  # the scan really looked at the core
+
+
+def test_the_core_under_test_is_compiled_when_expected() -> None:
+    """tests/test_wheel.py runs these tests on the wheel's compiled core: that they ran on
+    it, not on the source tree, is checked here."""
+    import processors.core.engine as engine
+
+    if os.environ.get("CHAT_NOTIFIER_EXPECT_COMPILED") == "1":
+        assert not engine.__file__.endswith(".py"), engine.__file__
