@@ -198,7 +198,7 @@ class Codec:
         self.schema_lookup = schema_lookup
         self._confluent: dict[int, Any] = {}
         self._line_writers: dict[
-            tuple[str, str], Callable[[str | None, dict[str, Any]], bytes]
+            tuple[str, str, bool], Callable[[str | None, dict[str, Any]], bytes]
         ] = {}
         current: dict[str, dict[str, Any]] = {}
         old: list[tuple[str, str, dict[str, Any]]] = []
@@ -315,17 +315,26 @@ class Codec:
         json.dumps for what orjson cannot write (an int over 64 bits, a key not a string)."""
         return self.line_writer(record, topic)(key, value)
 
-    def line_writer(self, record: str, topic: str) -> Callable[[str | None, dict[str, Any]], bytes]:
+    def line_writer(
+        self, record: str, topic: str, *, ordered: bool = False
+    ) -> Callable[[str | None, dict[str, Any]], bytes]:
         """:meth:`json_line` for one record type on one topic, as a function of (key, value):
-        for writers of many lines (replay's output), which then look nothing up per line."""
-        writer = self._line_writers.get((record, topic))
+        for writers of many lines (replay's output), which then look nothing up per line.
+        ``ordered``: the values come with their fields in schema order already (the core's
+        records, which tests/test_replay_bytes.py holds to it): not checked per line."""
+        writer = self._line_writers.get((record, topic, ordered))
         if writer is not None:
             return writer
         names = self._record(record).field_names
         fields, dumps, format_json = set(names), orjson.dumps, _format_json
 
         def line(key: str | None, value: dict[str, Any]) -> bytes:
-            if type(value) is dict and tuple(value) != names and value.keys() == fields:
+            if (
+                not ordered
+                and type(value) is dict
+                and tuple(value) != names
+                and value.keys() == fields
+            ):
                 value = {name: value[name] for name in names}  # schema order, as the contract's
             item = {"topic": topic, "key": key, "value": value}
             try:
@@ -333,7 +342,7 @@ class Codec:
             except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError):
                 return (json.dumps(item, ensure_ascii=False) + "\n").encode()
 
-        self._line_writers[(record, topic)] = line
+        self._line_writers[(record, topic, ordered)] = line
         return line
 
     # ---- decoding

@@ -612,8 +612,9 @@ class OutputWriter:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self.flushes = 0
         self.batch: list[bytes] = []
-        self.lines = {
-            topic: codec.line_writer(record, topic) for topic, record in _OUTPUT_RECORDS.items()
+        self.lines = {  # the engine builds its records in schema order
+            topic: codec.line_writer(record, topic, ordered=True)
+            for topic, record in _OUTPUT_RECORDS.items()
         }
 
     def add(self, outputs: Iterable[Output | bytes]) -> None:

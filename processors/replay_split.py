@@ -84,6 +84,7 @@ class _Forwarder(Decider):
         super().__init__(overrides, deliveries=False)
         self.with_deliveries = deliveries
         self.items: list[Forwarded] = []
+        self.flush_line = codec.line_writer("Flush", FLUSHES, ordered=True)  # the core's
 
     def apply(self, topic: str, key: str | None, value: Mapping[str, Any] | None) -> None:
         if topic == SETTINGS:  # batching times by the settings too
@@ -91,7 +92,7 @@ class _Forwarder(Decider):
         self.items.append((topic, key, value))
 
     def emit(self, flush: dict[str, Any], out: list[Output]) -> None:
-        line = codec.json_line("Flush", FLUSHES, flush["conversation_id"], flush)
+        line = self.flush_line(flush["conversation_id"], flush)
         self.items.append((None, line, flush if self.with_deliveries else None))
 
 
