@@ -33,7 +33,7 @@ test-broker: $(STAMP)
 	$(BIN)/pytest -q -m broker
 
 # builds the wheel (core compiled by mypyc), installs it into a fresh virtualenv outside
-# the repo, runs the core's and replay's tests on the compiled build (~90 s)
+# the repo, runs the core's, replay's and the live pipeline's tests on the compiled build (~2 min)
 test-wheel: $(STAMP)
 	$(BIN)/pytest -q -m wheel
 

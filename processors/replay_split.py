@@ -10,9 +10,10 @@ output is the same, byte for byte, and as deterministic. Messages and typing eve
 most of the input, never cross the pipe.
 
 Measured on ``bench.replay``'s input (300k events, two cores), in CPU seconds of each
-process: the batching half (read, validate, admit, batch, format the Flushes) 2.4, the
-deciding half (read the Flushes back, decide, format, write) 2.3; the run takes ~0.55
-of the one-process time.
+process, the core compiled (an installed wheel): the batching half (read, validate, admit,
+batch, format the Flushes) ~1.9, the deciding half (read the Flushes back, decide, format,
+write) ~2.0; all Python (the source tree) 2.4 and 2.3. The run takes ~0.6 of the
+one-process time.
 
 Only with the ``fork`` start method (the second process inherits the opened output and
 the imported modules; nothing is re-imported) and at least two usable cores; otherwise

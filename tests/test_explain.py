@@ -20,6 +20,7 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [
             sys.executable,
+            "-P",
             "-m",
             "processors.cli",
             "replay",
@@ -36,7 +37,7 @@ def decisions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def explain(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", "explain", *args],
+        [sys.executable, "-P", "-m", "processors.cli", "explain", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -24,6 +24,7 @@ def replay(
     proc = subprocess.run(
         [
             sys.executable,
+            "-P",
             "-m",
             "processors.cli",
             "replay",

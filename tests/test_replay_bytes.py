@@ -34,7 +34,7 @@ GENERATED_20K_DELIVERIES = "d86c2af46f6c2e6b477c91bbf2340d029a0795ac83e8c8c67108
 def run_replay(tmp_path: Path, source: Path, *args: str) -> bytes:
     out = tmp_path / "out.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", "--input", str(source)]
+        [sys.executable, "-P", "-m", "processors.cli", "replay", "--input", str(source)]
         + ["--output", str(out), *args],
         capture_output=True,
         text=True,
@@ -63,7 +63,7 @@ def test_generated_traffic_output_is_byte_identical(tmp_path: Path, processes: s
 def test_output_to_stdout_is_the_same_bytes(tmp_path: Path) -> None:
     # Lines are written as UTF-8 bytes (to a binary file, or stdout's buffer).
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", "--input", str(SCENARIO)]
+        [sys.executable, "-P", "-m", "processors.cli", "replay", "--input", str(SCENARIO)]
         + ["--output", "-", "--deliveries"],
         capture_output=True,
         timeout=300,
@@ -100,7 +100,7 @@ def test_an_output_that_fills_up_is_one_line_and_exit_6(tmp_path: Path, processe
     source = tmp_path / "in.jsonl"
     source.write_bytes(b"".join(generate(5_000)))
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", "--input", str(source)]
+        [sys.executable, "-P", "-m", "processors.cli", "replay", "--input", str(source)]
         + ["--output", "/dev/full", "--processes", processes],
         capture_output=True,
         text=True,

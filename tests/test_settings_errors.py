@@ -17,7 +17,7 @@ SECRET = "hunter2-not-a-port"
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

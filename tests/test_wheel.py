@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.wheel, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.wheel, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = sorted(p.name for p in (ROOT / "processors" / "schemas").iterdir())
@@ -105,26 +105,31 @@ def test_wheel_compiles_the_core(wheel: Path) -> None:
     assert "processors/core/engine.py" in names  # the source ships beside it
 
 
-def test_compiled_core_passes_the_core_and_replay_tests(unpacked: Path) -> None:
-    """mypyc checks annotations at run time, and runs what it compiles differently:
-    the core's and replay's tests, on the installed package instead of the source tree."""
+def test_compiled_core_passes_the_core_replay_and_pipeline_tests(unpacked: Path) -> None:
+    """mypyc checks annotations at run time, and runs what it compiles differently: the
+    core's, replay's and whatif's tests, and the live pipeline on the real broker (its
+    workers are started with the same environment), on the installed package instead of
+    the source tree."""
     env = {**os.environ, "PYTHONPATH": str(unpacked), "CHAT_NOTIFIER_EXPECT_COMPILED": "1"}
     if not COMPILER:
         env.pop("CHAT_NOTIFIER_EXPECT_COMPILED")
     tests = [
         "tests/core",
         *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("tests/test_replay*.py")),
+        "tests/test_whatif.py",
+        "tests/live/test_pipeline.py",
+        "tests/live/test_fastpath_contract.py",
     ]
     run = subprocess.run(
         [sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
-        # -P and append: the installed package (PYTHONPATH) is imported, not the source tree
-        + ["--import-mode=append", "-m", "not broker and not wheel and not browser", *tests]
-        + ["tests/test_whatif.py"],
+        # -P and append: the installed package (PYTHONPATH) is imported, not the source
+        # tree (the tests start their CLIs with -P too)
+        + ["--import-mode=append", "-m", "not wheel and not browser", *tests],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout.splitlines()[-1]
@@ -144,7 +149,7 @@ def test_installed_replay_writes_what_the_source_tree_writes(
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
         out = tmp_path / f"{label}.jsonl"
-        cmd = [sys.executable, "-m", "processors.cli", "replay", "--input", str(src)]
+        cmd = [sys.executable, "-P", "-m", "processors.cli", "replay", "--input", str(src)]
         where = "import processors.core.engine as e; print(e.__file__)"
         probe = subprocess.run(
             [sys.executable, "-c", where], env=env, cwd="/", capture_output=True, text=True

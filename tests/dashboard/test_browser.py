@@ -86,7 +86,7 @@ def free_port() -> int:
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -128,7 +128,7 @@ def stack(tansu: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stac
     log_path = tmp / "dashboard.log"
     with log_path.open("ab") as log:
         dashboard = subprocess.Popen(
-            [sys.executable, "-m", "processors.cli", "dashboard", "--port", str(port)],
+            [sys.executable, "-P", "-m", "processors.cli", "dashboard", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -362,7 +362,7 @@ def test_requests_without_the_token_or_the_csrf_token_are_refused(
     # no token configured: the dashboard refuses to listen on a non-loopback address
     env = {k: v for k, v in stack.env.items() if k != "DASHBOARD__TOKEN"}
     refused = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "dashboard", "--host", "0.0.0.0"],
+        [sys.executable, "-P", "-m", "processors.cli", "dashboard", "--host", "0.0.0.0"],
         cwd=ROOT,
         env=env,
         capture_output=True,

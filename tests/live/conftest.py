@@ -54,7 +54,7 @@ class WorkerProc:
             USER_PARTITIONS="4",
             PYTHONUNBUFFERED="1",
         )
-        cmd = [sys.executable, "-m", "processors.cli", "worker", "--app-id", app_id]
+        cmd = [sys.executable, "-P", "-m", "processors.cli", "worker", "--app-id", app_id]
         cmd += ["--store", store, "--without-web", "--log-level", "INFO"]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]

@@ -30,7 +30,7 @@ def cli(
     tansu: Any, prefix: str, *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env={**os.environ, "KAFKA_BROKER_URL": tansu.url, "TOPIC_PREFIX": prefix},
         capture_output=True,
@@ -149,7 +149,7 @@ def test_admin_refusals_are_one_line_with_non_zero_exits(tansu: Any, prefix: str
     ok(cli(tansu, prefix, "roles", "delete", "member"))
     assert json.loads(ok(cli(tansu, prefix, "roles", "list", "--json")))["roles"] == []
     no_broker = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "roles", "list"],
+        [sys.executable, "-P", "-m", "processors.cli", "roles", "list"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"},
         capture_output=True,

@@ -120,7 +120,7 @@ class SendersProc:
             DATA_DIR=str(tmp_path / "data"),
             PYTHONUNBUFFERED="1",
         )
-        cmd = [sys.executable, "-m", "processors.cli", "senders", "--channel", "email"]
+        cmd = [sys.executable, "-P", "-m", "processors.cli", "senders", "--channel", "email"]
         cmd += ["--app-id", f"{prefix}senders", "--store", "memory://", "--without-web"]
         for f in TEST_FAUST:
             cmd += ["--faust", f]
@@ -367,7 +367,7 @@ def _cli(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

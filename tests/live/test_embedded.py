@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 def test_run_starts_everything_shows_decisions_and_fills_the_outbox(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "run", "--rounds", "1"],
+        [sys.executable, "-P", "-m", "processors.cli", "run", "--rounds", "1"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -71,7 +71,7 @@ def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
         s.bind(("127.0.0.1", 0))
         env["WEB_PORT_BASE"] = str(s.getsockname()[1] - 6)  # the dashboard's offset
     proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "run", "--rounds", "1"],
+        [sys.executable, "-P", "-m", "processors.cli", "run", "--rounds", "1"],
         cwd=tmp_path,
         env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
@@ -100,7 +100,7 @@ def test_run_prints_the_broker_url_and_the_admin_commands_work_against_it(
 
         def admin(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "processors.cli", *args],
+                [sys.executable, "-P", "-m", "processors.cli", *args],
                 cwd=tmp_path,
                 env=admin_env,
                 capture_output=True,

@@ -43,7 +43,7 @@ def free_base(count: int = 6) -> int:
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "processors.cli", *args, "--store", "memory://"]
+    cmd = [sys.executable, "-P", "-m", "processors.cli", *args, "--store", "memory://"]
     for f in TEST_FAUST:
         cmd += ["--faust", f]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -114,7 +114,7 @@ def test_worker_and_senders_share_a_host_with_defaults(
 
         # A second worker with the same defaults: one clear line, no traceback.
         second = subprocess.run(
-            [sys.executable, "-m", "processors.cli", "worker", "--app-id", app_id],
+            [sys.executable, "-P", "-m", "processors.cli", "worker", "--app-id", app_id],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -128,7 +128,7 @@ def test_worker_and_senders_share_a_host_with_defaults(
         assert "Traceback" not in second.stdout + second.stderr
         # ... and the same for a second `senders --channel sms`
         sms = subprocess.run(
-            [sys.executable, "-m", "processors.cli", *commands["senders-sms"]],
+            [sys.executable, "-P", "-m", "processors.cli", *commands["senders-sms"]],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -111,7 +111,7 @@ def run_cli(
     env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,

@@ -24,7 +24,7 @@ SCENARIO = Path(processors.__file__).parent / "demo" / "scenario.jsonl"
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", *args],
+        [sys.executable, "-P", "-m", "processors.cli", "replay", *args],
         capture_output=True,
         text=True,
         timeout=90,
@@ -111,7 +111,7 @@ def test_explain_reads_decisions_and_outcomes_from_kafka(
     )
     produce_raw(tansu.bootstrap, prefix, [("notify.decisions", b"bob", b"\x00junk")])
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "explain", "--user", "bob"],
+        [sys.executable, "-P", "-m", "processors.cli", "explain", "--user", "bob"],
         capture_output=True,
         text=True,
         timeout=90,

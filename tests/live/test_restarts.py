@@ -174,7 +174,7 @@ def test_senders_sigkilled_with_deliveries_in_flight_send_each_once(
         EMAIL__RATE_PER_SECOND="150",
         PYTHONUNBUFFERED="1",
     )
-    cmd = [sys.executable, "-m", "processors.cli", "senders", "--channel", "email"]
+    cmd = [sys.executable, "-P", "-m", "processors.cli", "senders", "--channel", "email"]
     cmd += ["--app-id", f"{prefix}senders", "--store", "rocksdb://", "--without-web"]
     cmd += ["--data-dir", str(tmp_path / "data")]
     for f in TEST_FAUST:

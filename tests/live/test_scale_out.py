@@ -123,7 +123,7 @@ def test_sigkill_and_a_new_worker_flush_every_pending_batch_exactly_once(
     recorded.write_text("".join(json.dumps(line) + "\n" for line in lines))
     replayed_path = tmp_path / "replayed.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "replay", "--input", str(recorded)]
+        [sys.executable, "-P", "-m", "processors.cli", "replay", "--input", str(recorded)]
         + ["--output", str(replayed_path), "--set", f"inactivity_seconds={INACTIVITY_S}"],
         cwd=ROOT,
         capture_output=True,

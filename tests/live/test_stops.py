@@ -73,7 +73,7 @@ def test_nothing_run_started_survives(sig: int, within: float, tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BROKER_URL"}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.cli", "run", "--no-demo"],
+        [sys.executable, "-P", "-m", "processors.cli", "run", "--no-demo"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

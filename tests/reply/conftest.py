@@ -30,7 +30,7 @@ class Proc:
         self.log_path = log_path
         log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "processors.cli", *args],
+            [sys.executable, "-P", "-m", "processors.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -361,7 +361,7 @@ def test_reply_to_a_notification_email_reaches_the_others(adapter: str, stack: S
 
     # 5. the audit record, through `chat-notifier explain --mail`
     explained = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "explain", "--mail", message_id],
+        [sys.executable, "-P", "-m", "processors.cli", "explain", "--mail", message_id],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,

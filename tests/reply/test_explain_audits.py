@@ -54,7 +54,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def explain(*args: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", "explain", *args],
+        [sys.executable, "-P", "-m", "processors.cli", "explain", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

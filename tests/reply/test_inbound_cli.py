@@ -35,7 +35,7 @@ def test_unreachable_broker_is_one_line_and_exit_3(args: list[str]) -> None:
     env = dict(os.environ, KAFKA_BROKER_URL=f"kafka://127.0.0.1:{port}")
     env["INBOUND__HTTP_SECRET"] = "s3cret-for-the-test"
     proc = subprocess.run(
-        [sys.executable, "-m", "processors.cli", *args],
+        [sys.executable, "-P", "-m", "processors.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

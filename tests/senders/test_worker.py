@@ -34,7 +34,7 @@ def _senders_proc(bootstrap: str, prefix: str, tmp_path: Path) -> subprocess.Pop
         DATA_DIR=str(tmp_path / "data"),
         PYTHONUNBUFFERED="1",
     )
-    cmd = [sys.executable, "-m", "processors.cli", "senders", "--channel", "all"]
+    cmd = [sys.executable, "-P", "-m", "processors.cli", "senders", "--channel", "all"]
     cmd += ["--app-id", f"{prefix}senders", "--store", "memory://", "--without-web"]
     for f in TEST_FAUST:
         cmd += ["--faust", f]
