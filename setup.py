@@ -55,8 +55,8 @@ def _extensions() -> list[Any]:
         return []
     if os.environ.get("CHAT_NOTIFIER_PURE", "") not in ("", "0"):
         return []
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(os.environ.get("CC", compiler)) is None:
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
         _warn(f"no C compiler ({compiler}) to compile the core with mypyc")
         return []
     try:

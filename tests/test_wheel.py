@@ -91,7 +91,10 @@ def unpacked(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # A machine with a C compiler builds the compiled wheel; one without, the pure one.
-COMPILER = shutil.which(sysconfig.get_config_var("CC").split()[0]) is not None
+COMPILER = (
+    shutil.which((os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0])
+    is not None
+)
 
 
 def test_wheel_compiles_the_core(wheel: Path) -> None:
