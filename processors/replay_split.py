@@ -11,9 +11,8 @@ most of the input, never cross the pipe.
 
 Measured on ``bench.replay``'s input (300k events, two cores), in CPU seconds of each
 process, the core compiled (an installed wheel): the batching half (read, validate, admit,
-batch, format the Flushes) ~1.9, the deciding half (read the Flushes back, decide, format,
-write) ~2.0; all Python (the source tree) 2.4 and 2.3. The run takes ~0.6 of the
-one-process time.
+batch, format the Flushes) ~1.4, the deciding half (read the Flushes back, decide, format,
+write) ~1.3, the run ~1.65 s of wall time; it takes ~0.5 of the one-process time.
 
 Only with the ``fork`` start method (the second process inherits the opened output and
 the imported modules; nothing is re-imported) and at least two usable cores; otherwise
