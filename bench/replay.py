@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,10 +187,17 @@ CLI = [sys.executable, "-m", "processors.cli"]
 def installed_package(into: Path) -> dict[str, str]:
     """The package as a wheel installs it, unpacked into ``into``: the environment that
     runs it (``PYTHONPATH`` first, ahead of the editable source tree)."""
-    dist = into / "dist"
+    # built from a copy: setuptools builds in a build/ directory beside the sources
+    source, dist = into / "source", into / "dist"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "var", "*.egg-info"),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(dist), str(ROOT)],
+        + ["-w", str(dist), str(source)],
         check=True,
         capture_output=True,
     )
