@@ -184,17 +184,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "processors.cli"]
 
 
+def copy_checkout(to: Path) -> Path:
+    """The checkout's files, copied to ``to``, to build a wheel from: setuptools builds in
+    a build/ directory beside the sources, whose stale files could hide one missing from
+    package-data (and it would be left in the repository)."""
+    ignore = (".git", ".venv", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache")
+    shutil.copytree(ROOT, to, symlinks=True, ignore=shutil.ignore_patterns(*ignore))
+    return to
+
+
 def installed_package(into: Path) -> dict[str, str]:
     """The package as a wheel installs it, unpacked into ``into``: the environment that
     runs it (``PYTHONPATH`` first, ahead of the editable source tree)."""
-    # built from a copy: setuptools builds in a build/ directory beside the sources
-    source, dist = into / "source", into / "dist"
-    shutil.copytree(
-        ROOT,
-        source,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "var", "*.egg-info"),
-    )
+    source, dist = copy_checkout(into / "source"), into / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
         + ["-w", str(dist), str(source)],

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.replay import copy_checkout, generate
+
 pytestmark = [pytest.mark.wheel, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,17 +60,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of this checkout, built as ``pip install .`` builds it (isolated, so with
     mypyc compiling the core: setup.py)."""
     tmp_path = tmp_path_factory.mktemp("wheel")
-    # Built from a copy of the checkout: setuptools keeps a build/ directory in the
-    # source tree whose stale files could otherwise hide a file missing from package-data.
-    source = tmp_path / "source"
-    shutil.copytree(
-        ROOT,
-        source,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache"
-        ),
-    )
+    source = copy_checkout(tmp_path / "source")
     dist = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
@@ -142,8 +134,6 @@ def test_installed_replay_writes_what_the_source_tree_writes(
     unpacked: Path, tmp_path: Path
 ) -> None:
     """Mixed traffic (the bench's, smaller), Deliveries included: the same bytes."""
-    from bench.replay import generate
-
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"".join(generate(20_000)))
     outputs = []
